@@ -1,0 +1,1 @@
+"""The ``coarsegrad`` command line: one module per subcommand, dispatched by :mod:`.main`."""

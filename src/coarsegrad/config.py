@@ -1,0 +1,120 @@
+"""Typed run configuration, validated at construction, and CLI flags generated from it.
+
+A run is (data, model, train): :class:`DataConfig`, :class:`ModelConfig` and
+:class:`~coarsegrad.train.TrainConfig`. Each field becomes a ``--flag`` of the same
+name (underscores as dashes) with the field's type; the resolved config is saved
+with every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from coarsegrad.errors import ConfigError
+from coarsegrad.quantizer import check_alpha, check_bits
+from coarsegrad.ste import get_ste
+
+DATASETS = ("synthetic",)
+MODELS = ("two_layer", "mlp")
+
+
+@dataclass
+class DataConfig:
+    """Which data. ``synthetic`` is the orthogonal-subspace problem with these sizes;
+    ``data_seed`` None means the training seed."""
+
+    data: str = "synthetic"
+    num_classes: int = 4
+    dim: int = 40
+    subspace_dim: int = 5
+    samples_per_class: int = 100
+    data_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.data not in DATASETS:
+            raise ConfigError("data", f"unknown dataset {self.data!r}; valid: {', '.join(DATASETS)}")
+        for name in ("num_classes", "dim", "subspace_dim", "samples_per_class"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        if self.num_classes * self.subspace_dim > self.dim:
+            raise ConfigError("dim", f"must be >= num_classes·subspace_dim = "
+                              f"{self.num_classes * self.subspace_dim}, got {self.dim}")
+
+
+@dataclass
+class ModelConfig:
+    """Which network. ``alpha`` None means ``optimal_alpha(bits)``."""
+
+    model: str = "two_layer"
+    units_per_class: int = 20
+    second_layer: Literal["fixed", "trained"] = "fixed"
+    init_scale: float = 0.1
+    hidden: int = 128
+    batchnorm: bool = False
+    bits: int = 2
+    alpha: float | None = None
+    ste: str = "clipped_relu"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError("model", f"unknown model {self.model!r}; valid: {', '.join(MODELS)}")
+        check_bits(self.bits)
+        if self.alpha is not None:
+            self.alpha = check_alpha(self.alpha)
+        get_ste(self.ste)
+        if self.second_layer not in ("fixed", "trained"):
+            raise ConfigError("second_layer", f"must be 'fixed' or 'trained', got {self.second_layer!r}")
+        for name in ("units_per_class", "hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+
+def _parse_optional(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """Add one ``--field-name`` flag per field of dataclass ``cls`` (default: unset)."""
+    group = parser.add_argument_group(title, (cls.__doc__ or "").split("\n")[0])
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        args = typing.get_args(kind)
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=f"(default: {default})")
+        elif typing.get_origin(kind) is Literal:
+            group.add_argument(flag, dest=f.name, default=None, metavar="|".join(args),
+                               help=f"(default: {default})")
+        elif typing.get_origin(kind) in (typing.Union, types.UnionType):
+            inner = next(a for a in args if a is not type(None))
+            group.add_argument(flag, dest=f.name, type=_parse_optional(inner), default=None,
+                               help=f"{inner.__name__} or none (default: {default})")
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default: {default})")
+
+
+def dataclass_from_flags(cls: type, namespace: argparse.Namespace, base: dict | None = None) -> Any:
+    """Build ``cls`` from the flags that were given, on top of ``base`` (e.g. a preset)."""
+    values = dict(base or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    for name in names:
+        value = getattr(namespace, name, None)
+        if value is not None:
+            values[name] = value
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], f"is not a field of {cls.__name__}")
+    return cls(**values)

@@ -1,0 +1,220 @@
+"""Coarse gradient descent: one plain training loop for full-batch and mini-batch runs.
+
+A step computes L = mean_i CE(model(x_i), y_i) and its coarse gradient (σ′ replaced
+by the STE's μ′ through autograd), then updates with SGD, SGD+momentum or Adam.
+Full-batch steps accumulate the gradient over row chunks of ``chunk_size``, so
+memory stays bounded; the result equals the unchunked gradient up to float rounding
+(models without batch-norm). Mini-batch runs slice a fresh permutation each epoch
+(no DataLoader). All randomness comes from one generator seeded with ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from coarsegrad.errors import ConfigError, DataError, TrainingDiverged
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``batch_size`` 0 or None = full batch (coarse gradient descent).
+
+    Give ``steps`` or ``epochs`` (not both); with neither, ``steps = 1000``.
+    """
+
+    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int | None = None
+    steps: int | None = None
+    epochs: int | None = None
+    stop_at_perfect: bool = True
+    seed: int = 0
+    chunk_size: int = 8192
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(name, f"must be a finite number, got {value!r}")
+        if self.lr <= 0:
+            raise ConfigError("lr", f"must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError("momentum", f"must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.batch_size == 0:
+            self.batch_size = None
+        for name, minimum in (("batch_size", 1), ("steps", 1), ("epochs", 1)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+                raise ConfigError(name, f"must be an integer >= {minimum} (or unset), got {value!r}")
+        for name in ("seed", "chunk_size", "log_every"):
+            value = getattr(self, name)
+            minimum = 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(name, f"must be an integer >= {minimum}, got {value!r}")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("steps", "give steps or epochs, not both")
+        if self.steps is None and self.epochs is None:
+            self.steps = 1000
+
+    def total_steps(self, num_samples: int) -> int:
+        """Number of optimizer steps for a training set of ``num_samples`` rows."""
+        if self.steps is not None:
+            return self.steps
+        per_epoch = 1 if self.batch_size is None else math.ceil(num_samples / self.batch_size)
+        return int(self.epochs) * per_epoch  # type: ignore[arg-type]
+
+
+@dataclass
+class History:
+    """Metrics per logged step: loss and training accuracy before that step's update.
+
+    For mini-batch runs they are means over the batches since the previous log.
+    ``perfect_step`` is the first logged step with 100% training accuracy (or None).
+    """
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    perfect_step: int | None = None
+    steps_run: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_data(X: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise :class:`DataError` naming ``X`` or ``y`` unless they form a usable training set."""
+    if not isinstance(X, torch.Tensor) or not X.is_floating_point():
+        raise DataError("X", "must be a floating-point tensor")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:
+        raise DataError("y", "must be a 1-D int64 tensor of class indices")
+    if X.dim() < 2 or X.shape[0] == 0:
+        raise DataError("X", f"must have shape [N, ...] with N >= 1, got {tuple(X.shape)}")
+    if X.shape[0] != y.shape[0]:
+        raise DataError("y", f"has {y.shape[0]} labels for {X.shape[0]} rows of X")
+    if not torch.isfinite(X).all():
+        raise DataError("X", "contains NaN or infinite values")
+    if int(y.min()) < 0:
+        raise DataError("y", f"labels must be >= 0, got {int(y.min())}")
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.optimizer``."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    momentum = config.momentum if config.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(params, lr=config.lr, momentum=momentum, weight_decay=config.weight_decay)
+
+
+def _accumulate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk: int,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward of scale·Σ CE over ``chunk``-row pieces; returns (Σ CE, #correct), detached."""
+    loss_sum = torch.zeros((), dtype=torch.float64, device=X.device)
+    correct = torch.zeros((), dtype=torch.int64, device=X.device)
+    for start in range(0, X.shape[0], chunk):
+        xb, yb = X[start:start + chunk], y[start:start + chunk]
+        out = model(xb)
+        if start == 0 and int(y.max()) >= out.shape[1]:
+            raise DataError("y", f"label {int(y.max())} is out of range for {out.shape[1]} outputs")
+        loss = F.cross_entropy(out, yb, reduction="sum")
+        (loss * scale).backward()
+        loss_sum += loss.detach()
+        correct += (out.detach().argmax(1) == yb).sum()
+    return loss_sum, correct
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk_size: int = 8192) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on (X, y), in chunks, without gradients."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, X.shape[0], chunk_size):
+        out = model(X[start:start + chunk_size])
+        yb = y[start:start + chunk_size]
+        loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+    model.train(was_training)
+    return loss_sum / X.shape[0], correct / X.shape[0]
+
+
+def train(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    *,
+    on_log: Callable[[dict], None] | None = None,
+) -> History:
+    """Train ``model`` on (X, y) in place; return the :class:`History`.
+
+    ``on_log`` receives ``{"step", "loss", "train_acc"}`` at every logged step (for
+    progress bars and metrics files). Raises :class:`TrainingDiverged` on a
+    non-finite loss, :class:`DataError` on unusable data.
+    """
+    check_data(X, y)
+    n = X.shape[0]
+    total = config.total_steps(n)
+    generator = torch.Generator(device=X.device).manual_seed(config.seed)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    history = History()
+    model.train()
+    batch = config.batch_size or n
+    full_batch = batch >= n
+    order = torch.arange(n, device=X.device)
+    position = n  # forces a fresh permutation at the first mini-batch step
+    window_loss, window_correct, window_count = 0.0, 0, 0
+    started = time.perf_counter()
+    for step in range(total):
+        optimizer.zero_grad(set_to_none=True)
+        if full_batch:
+            loss_sum, correct = _accumulate(model, X, y, config.chunk_size, 1.0 / n)
+            count = n
+        else:
+            if position + batch > n:
+                order = torch.randperm(n, generator=generator, device=X.device)
+                position = 0
+            idx = order[position:position + batch]
+            position += batch
+            count = idx.shape[0]
+            loss_sum, correct = _accumulate(model, X[idx], y[idx], config.chunk_size, 1.0 / count)
+        window_loss += float(loss_sum)
+        window_correct += int(correct)
+        window_count += count
+        if not math.isfinite(window_loss):
+            raise TrainingDiverged(step, window_loss)
+        if (step + 1) % config.log_every == 0 or step == total - 1:
+            record = {"step": step, "loss": window_loss / window_count,
+                      "train_acc": window_correct / window_count}
+            history.step.append(step)
+            history.loss.append(record["loss"])
+            history.train_acc.append(record["train_acc"])
+            window_loss, window_correct, window_count = 0.0, 0, 0
+            if on_log is not None:
+                on_log(record)
+            if record["train_acc"] == 1.0 and history.perfect_step is None:
+                history.perfect_step = step
+                if config.stop_at_perfect:
+                    history.steps_run = step
+                    break
+        optimizer.step()
+        history.steps_run = step + 1
+    history.seconds = time.perf_counter() - started
+    return history
