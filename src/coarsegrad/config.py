@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from coarsegrad.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 from coarsegrad.quantizer import check_alpha, check_bits
 from coarsegrad.ste import get_ste
 
@@ -118,3 +125,28 @@ def dataclass_from_flags(cls: type, namespace: argparse.Namespace, base: dict | 
     if unknown:
         raise ConfigError(sorted(unknown)[0], f"is not a field of {cls.__name__}")
     return cls(**values)
+
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def load_preset(path: str) -> dict[str, dict]:
+    """Read a TOML preset with optional ``[data]``, ``[model]`` and ``[train]`` tables.
+
+    ``path`` is a file, or the name of a preset shipped in ``coarsegrad/presets``
+    (also reachable as ``configs/`` in the repository), e.g. ``"synthetic"``.
+    """
+    file = Path(path)
+    if not file.is_file() and (PRESETS_DIR / f"{path}.toml").is_file():
+        file = PRESETS_DIR / f"{path}.toml"
+    if not file.is_file():
+        names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
+        raise ConfigError("config", f"no such preset file: {path} (shipped presets: {names})")
+    try:
+        preset = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("config", f"{path} is not valid TOML ({exc})") from None
+    unknown = set(preset) - {"data", "model", "train"}
+    if unknown:
+        raise ConfigError("config", f"{path}: unknown section(s) {sorted(unknown)}; valid: data, model, train")
+    return {section: dict(preset.get(section, {})) for section in ("data", "model", "train")}

@@ -37,7 +37,7 @@ def dumps(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = No
         t = tensors[name].detach().to("cpu").contiguous()
         if t.dtype not in _NAMES:
             raise DataError(name, f"dtype {t.dtype} is not supported by safetensors")
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape),
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)

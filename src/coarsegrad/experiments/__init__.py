@@ -1,0 +1,1 @@
+"""The paper's experiments: trial functions, a process-pool runner, reports."""
