@@ -29,6 +29,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; records are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

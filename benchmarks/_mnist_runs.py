@@ -1,0 +1,24 @@
+"""Train (or reuse) a small MNIST MLP run for the export scripts: ``coarsegrad train``'s record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from coarsegrad.config import DataConfig, ModelConfig
+from coarsegrad.run import run_training
+from coarsegrad.train import TrainConfig
+
+
+def mnist_mlp_run(run_dir: Path, hidden: int, bits: int, epochs: int, seed: int) -> Path:
+    """``run_dir`` holding a trained 784-hidden-10 MLP (batch-norm, ``bits``-bit codes).
+
+    Adam, lr 1e-3, batch 128, ``epochs`` epochs. An existing run with the same config
+    is reused (its config.json is compared field by field).
+    """
+    data = DataConfig(data="mnist")
+    model = ModelConfig(model="mlp", hidden=hidden, batchnorm=True, bits=bits)
+    train = TrainConfig(optimizer="adam", lr=1e-3, batch_size=128, epochs=epochs, seed=seed,
+                        stop_at_perfect=False, log_every=100)
+    if not (run_dir / "model.safetensors").is_file() or not (run_dir / "summary.json").is_file():
+        run_training(data, model, train, run_dir, progress=False)
+    return run_dir

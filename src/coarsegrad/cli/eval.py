@@ -1,0 +1,98 @@
+"""``coarsegrad eval``: accuracy, confusion matrix and throughput of a trained or exported model.
+
+    coarsegrad eval RUN_DIR_OR_FILE --data mnist|synthetic [--engine ...] [--json]
+
+RUN_DIR_OR_FILE: a run directory, a checkpoint, an integer-model file or an ``.onnx``
+file. ``--engine`` converts a PyTorch model on the fly (``int``, ``int8``, ``onnx``,
+``onnx-int8``); the default runs the file as it is. Throughput is the median over
+``--repeats`` timed passes over the whole set, after one warm-up pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+from coarsegrad.errors import ConfigError
+
+ENGINES = ("auto", "torch", "int", "int8", "onnx", "onnx-int8")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="accuracy, confusion matrix and throughput of a model")
+    p.add_argument("path", metavar="RUN_DIR_OR_FILE", help="run directory, checkpoint, integer or .onnx file")
+    p.add_argument("--data", default="synthetic", help="synthetic | mnist | fashion-mnist | kmnist")
+    p.add_argument("--split", choices=("train", "test"), default="test", help="image data split (default: test)")
+    p.add_argument("--data-dir", default=None, help="folder holding the image data set")
+    p.add_argument("--engine", choices=ENGINES, default="auto", help="(default: the file's own)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes (default: 3)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=run)
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """M[i, j] = #{n : y_n = i, pred_n = j}."""
+    return np.bincount(y * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, -1)
+
+
+def _convert(artifact, engine: str):  # type: ignore[no-untyped-def]
+    from coarsegrad.export.artifacts import Artifact, input_range
+    from coarsegrad.export.integer import to_integer
+
+    own = {"torch": "torch", "integer": "int", "onnx": "onnx"}[artifact.kind]
+    if engine in ("auto", own):
+        return artifact
+    if artifact.kind != "torch":
+        raise ConfigError("engine", f"--engine {engine} needs a PyTorch model, got a {artifact.kind} file")
+    int8 = engine.endswith("int8")
+    integer = (to_integer(artifact.model, weights="int8", input_range=input_range(artifact.header))
+               if int8 else to_integer(artifact.model))
+    if engine.startswith("onnx"):
+        from coarsegrad.export.onnx_graph import build_onnx, onnx_session
+
+        return Artifact("onnx", artifact.path, artifact.header, session=onnx_session(build_onnx(integer)))
+    return Artifact("integer", artifact.path, artifact.header, integer=integer)
+
+
+def run(args: argparse.Namespace) -> int:
+    from coarsegrad.export.artifacts import load_artifact, load_eval_data
+
+    if args.repeats < 1:
+        raise ConfigError("repeats", f"must be >= 1, got {args.repeats}")
+    artifact = _convert(load_artifact(args.path), args.engine)
+    x, y, description = load_eval_data(artifact.header, args.data, args.split, args.data_dir)
+    if artifact.in_features is not None and x.shape[1] != artifact.in_features:
+        from coarsegrad.errors import DataError
+
+        raise DataError("data", f"{args.data} has {x.shape[1]} features, the model takes {artifact.in_features}")
+    logits = artifact.logits(x)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        artifact.logits(x)
+        times.append(time.perf_counter() - start)
+    pred = logits.argmax(axis=1)
+    classes = int(max(logits.shape[1], y.max() + 1))
+    matrix = confusion_matrix(y.astype(np.int64), pred.astype(np.int64), classes)
+    result = {
+        "path": str(artifact.path), "engine": artifact.kind, "data": description, "samples": int(len(y)),
+        "accuracy": float((pred == y).mean()), "correct": int((pred == y).sum()),
+        "confusion_matrix": matrix.tolist(), "samples_per_s": len(y) / statistics.median(times),
+        "repeats": args.repeats,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['path']} [{result['engine']}] on {description}")
+    print(f"accuracy {result['accuracy']:.4%} ({result['correct']}/{result['samples']}), "
+          f"throughput {result['samples_per_s']:,.0f} samples/s (median of {args.repeats})")
+    width = max(5, len(str(int(matrix.max()))))
+    print("confusion matrix (rows: true, columns: predicted)")
+    print(" " * 4 + "".join(f"{j:>{width + 1}}" for j in range(classes)))
+    for i, row in enumerate(matrix):
+        print(f"{i:>4}" + "".join(f"{v:>{width + 1}}" for v in row))
+    return 0

@@ -1,0 +1,64 @@
+"""``coarsegrad export``: a trained run as ONNX or as an integer-model file.
+
+    coarsegrad export RUN_DIR --format onnx|int [--int8] [--out PATH]
+
+RUN_DIR is what ``coarsegrad train`` writes (or a checkpoint file). ``--int8`` also
+quantizes the first layer's weights (int8) and inputs (uint8 on the data's range).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from coarsegrad.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a trained run as ONNX or integer form")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory or checkpoint file")
+    p.add_argument("--format", choices=("onnx", "int"), default="onnx", help="(default: onnx)")
+    p.add_argument("--int8", action="store_true", help="int8 first-layer weights, uint8 inputs")
+    p.add_argument("--input-range", nargs=2, type=float, metavar=("LO", "HI"), default=None,
+                   help="input range for --int8 (default: from the run's data)")
+    p.add_argument("--with-codes", action="store_true", help="ONNX: also output codes and pre-activations")
+    p.add_argument("--out", default=None, help="output file (default: next to the model)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from coarsegrad.export.artifacts import HEADER_PROP, input_range, load_artifact, resolve_model_file
+    from coarsegrad.export.integer import to_integer
+
+    artifact = load_artifact(args.run_dir)
+    if artifact.kind != "torch":
+        raise ConfigError("RUN_DIR", f"{artifact.path} is already exported ({artifact.kind}); "
+                          "give a run directory or checkpoint")
+    header = {k: v for k, v in artifact.header.items() if k != "tensors"}
+    if args.int8:
+        lo_hi = tuple(args.input_range) if args.input_range else input_range(header)
+        integer = to_integer(artifact.model, weights="int8", input_range=lo_hi)
+    else:
+        integer = to_integer(artifact.model)
+    suffix = "-int8" if args.int8 else ""
+    base = resolve_model_file(args.run_dir).parent
+    if args.format == "onnx":
+        from coarsegrad.export.onnx_graph import build_onnx
+        from coarsegrad.records import atomic_write_bytes
+
+        out = Path(args.out) if args.out else base / f"model{suffix}.onnx"
+        proto = build_onnx(integer, with_codes=args.with_codes)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = HEADER_PROP, json.dumps(header, sort_keys=True)
+        atomic_write_bytes(out, proto.SerializeToString())
+    else:
+        from coarsegrad.export.integer_io import save_integer
+
+        out = save_integer(Path(args.out) if args.out else base / f"model{suffix}.int.safetensors",
+                           integer, header)
+    weights = "int8 (uint8 inputs)" if integer.int8 else "float32"
+    print(f"{out}: {args.format}, {integer.source} {integer.in_features}-{integer.hidden}-"
+          f"{integer.num_classes}, {integer.bits}-bit codes, first layer {weights}, "
+          f"{out.stat().st_size} bytes")
+    return 0

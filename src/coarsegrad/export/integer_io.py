@@ -1,0 +1,78 @@
+"""Save and load an :class:`IntegerModel` as safetensors (no pickle).
+
+Tensors ``w1`` (float32 or int8), ``b1``, ``w2``, ``b2`` and, for int8, ``w1_scale``;
+metadata key ``coarsegrad.integer`` holds JSON {format, version, bits, alpha, weights,
+input_lo, input_step, input_zero, source, header}: ``header`` is the source checkpoint's header
+(architecture, normalisation, run config, …) without its tensor list. Loading checks
+every field and rebuilds the model through :class:`IntegerModel`'s own validation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from coarsegrad import safetensors_io
+from coarsegrad.errors import DataError, InputError
+from coarsegrad.export.integer import IntegerModel
+
+INTEGER_KEY = "coarsegrad.integer"
+VERSION = 1
+
+
+def save_integer(path: str | Path, model: IntegerModel, header: Mapping[str, Any] | None = None) -> Path:
+    """Atomically write ``model`` to ``path``; ``header``: JSON-able provenance to keep."""
+    tensors = {"w1": model.w1, "b1": model.b1, "w2": model.w2, "b2": model.b2}
+    if model.int8:
+        tensors["w1_scale"] = model.w1_scale
+    meta = {"format": INTEGER_KEY, "version": VERSION, "bits": model.bits, "alpha": model.alpha,
+            "weights": "int8" if model.int8 else "float32", "input_lo": model.input_lo,
+            "input_step": model.input_step, "input_zero": model.input_zero, "source": model.source,
+            "header": {k: v for k, v in (header or {}).items() if k != "tensors"}}
+    path = Path(path)
+    safetensors_io.save(path, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()},
+                        {INTEGER_KEY: json.dumps(meta, sort_keys=True)})
+    return path
+
+
+def is_integer_file(metadata: Mapping[str, str]) -> bool:
+    """True if safetensors ``metadata`` is that of :func:`save_integer`."""
+    return INTEGER_KEY in metadata
+
+
+def load_integer(path: str | Path) -> tuple[IntegerModel, dict[str, Any]]:
+    """(model, metadata) from a file written by :func:`save_integer`; :class:`DataError` if bad."""
+    source = str(path)
+    tensors, metadata = safetensors_io.load(path)
+    if not is_integer_file(metadata):
+        raise DataError(source, "not an integer-model file (no 'coarsegrad.integer' metadata)")
+    try:
+        meta = json.loads(metadata[INTEGER_KEY])
+        ok = isinstance(meta, dict) and meta.get("format") == INTEGER_KEY and meta.get("version") == VERSION
+        int8 = ok and meta.get("weights") == "int8"
+    except json.JSONDecodeError as exc:
+        raise DataError(source, f"integer-model metadata is not JSON ({exc})") from None
+    if not ok:
+        raise DataError(source, f"unsupported integer-model format (need {INTEGER_KEY} version {VERSION})")
+    names = {"w1", "b1", "w2", "b2"} | ({"w1_scale"} if int8 else set())
+    if set(tensors) != names:
+        raise DataError(source, f"tensors {sorted(tensors)} are not {sorted(names)}")
+    arrays = {k: v.numpy() for k, v in tensors.items()}
+    try:
+        model = IntegerModel(
+            bits=int(meta["bits"]), alpha=float(meta["alpha"]), w1=arrays["w1"], b1=arrays["b1"],
+            w2=arrays["w2"], b2=arrays["b2"], w1_scale=arrays.get("w1_scale"),
+            input_lo=None if meta.get("input_lo") is None else float(meta["input_lo"]),
+            input_step=None if meta.get("input_step") is None else float(meta["input_step"]),
+            input_zero=None if meta.get("input_zero") is None else int(meta["input_zero"]),
+            source=str(meta.get("source", "")))
+    except InputError as exc:
+        raise DataError(source, f"integer model is invalid ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(source, f"integer-model metadata is malformed ({exc!r})") from None
+    return model, meta
