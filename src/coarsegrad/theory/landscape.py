@@ -1,0 +1,122 @@
+"""Landscape maps: success rate of coarse gradient descent over a grid of settings.
+
+A trial is a flat dict (units per class, step size, bits, STE, seed, data and budget);
+success means 100% training accuracy within the step budget (``History.perfect_step``,
+training stops there). :func:`run_trials` takes a plain list of trial dicts, so a
+sweep runner can replace it. Trials are independent and run in worker processes
+(``ProcessPoolExecutor``, one torch thread per worker).
+
+Data per seed: :func:`coarsegrad.orthogonal_subspaces` drawn from
+``torch.Generator().manual_seed(seed)``, then the model initialised from the same
+generator, so every grid cell sees the same data for a given seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Iterable
+
+import torch
+
+from coarsegrad.errors import ConfigError, TrainingDiverged
+from coarsegrad.models import TwoLayerNet
+from coarsegrad.synthetic import orthogonal_subspaces
+from coarsegrad.train import TrainConfig, train
+
+TRIAL_DEFAULTS: dict[str, object] = {
+    "num_classes": 3, "dim": 12, "subspace_dim": 2, "samples_per_class": 50,
+    "steps": 1000, "init_scale": 0.1, "second_layer": "fixed", "alpha": None,
+}
+
+
+def make_trials(units: Iterable[int], lrs: Iterable[float], bits: Iterable[int],
+                stes: Iterable[str], seeds: Iterable[int], **fixed: object) -> list[dict]:
+    """The full grid units × lr × bits × STE × seed; ``fixed`` overrides :data:`TRIAL_DEFAULTS`."""
+    unknown = set(fixed) - set(TRIAL_DEFAULTS)
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], f"unknown trial field; valid: {', '.join(TRIAL_DEFAULTS)}")
+    base = {**TRIAL_DEFAULTS, **fixed}
+    return [{**base, "units_per_class": u, "lr": float(lr), "bits": b, "ste": s, "seed": seed}
+            for u, lr, b, s, seed in itertools.product(units, lrs, bits, stes, seeds)]
+
+
+def run_trial(trial: dict) -> dict:
+    """Train one TwoLayerNet by full-batch coarse gradient descent; return trial + outcome."""
+    t = {**TRIAL_DEFAULTS, **trial}
+    gen = torch.Generator().manual_seed(int(t["seed"]))
+    X, y = orthogonal_subspaces(int(t["num_classes"]), int(t["dim"]), int(t["subspace_dim"]),
+                                int(t["samples_per_class"]), generator=gen)
+    model = TwoLayerNet(int(t["dim"]), int(t["num_classes"]), int(t["units_per_class"]),
+                        bits=int(t["bits"]), alpha=t["alpha"], ste=str(t["ste"]),
+                        second_layer=t["second_layer"], init_scale=float(t["init_scale"]),
+                        generator=gen)
+    config = TrainConfig(lr=float(t["lr"]), steps=int(t["steps"]), seed=int(t["seed"]),
+                         stop_at_perfect=True)
+    started = time.perf_counter()
+    try:
+        history = train(model, X, y, config)
+    except TrainingDiverged as exc:
+        return {**t, "success": False, "diverged": True, "perfect_step": None,
+                "final_loss": None, "final_acc": None, "steps_run": exc.step,
+                "seconds": time.perf_counter() - started}
+    return {**t, "success": history.perfect_step is not None, "diverged": False,
+            "perfect_step": history.perfect_step, "final_loss": history.loss[-1],
+            "final_acc": history.train_acc[-1], "steps_run": history.steps_run,
+            "seconds": time.perf_counter() - started}
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def run_trials(trials: list[dict], workers: int | None = None, start_method: str | None = None
+               ) -> list[dict]:
+    """Run ``trials`` (results in the same order) on ``workers`` processes (default cpu_count).
+
+    ``workers=1`` runs in this process (no pool). ``start_method``: "fork" where the
+    platform has it (workers inherit the imported modules, no re-import of torch), else
+    "spawn". Each worker sets one torch thread; trials share no state.
+    """
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError("workers", f"must be an integer >= 1, got {workers!r}")
+    if workers == 1 or len(trials) <= 1:
+        return [run_trial(t) for t in trials]
+    if start_method is None:
+        start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(start_method)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+        return list(pool.map(run_trial, trials, chunksize=max(1, len(trials) // (8 * workers))))
+
+
+def success_rates(records: list[dict]) -> list[dict]:
+    """Aggregate per (bits, ste, units_per_class, lr): n, successes, rate, median perfect step."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["bits"], r["ste"], r["units_per_class"], r["lr"]), []).append(r)
+    out = []
+    for (bits, ste, units, lr), rs in sorted(groups.items(), key=lambda kv: kv[0]):
+        steps = sorted(r["perfect_step"] for r in rs if r["success"])
+        out.append({"bits": bits, "ste": ste, "units_per_class": units, "lr": lr, "n": len(rs),
+                    "successes": len(steps), "rate": len(steps) / len(rs),
+                    "diverged": sum(bool(r["diverged"]) for r in rs),
+                    "median_perfect_step": steps[len(steps) // 2] if steps else None,
+                    "seeds": ",".join(str(r["seed"]) for r in rs)})
+    return out
+
+
+def heatmap_grid(rates: list[dict]) -> dict[tuple[int, str], tuple[list, list, list[list[float]]]]:
+    """{(bits, ste): (units, lrs, rate[units][lr])} with NaN for missing cells."""
+    out = {}
+    for key in sorted({(r["bits"], r["ste"]) for r in rates}):
+        rs = [r for r in rates if (r["bits"], r["ste"]) == key]
+        units = sorted({r["units_per_class"] for r in rs})
+        lrs = sorted({r["lr"] for r in rs})
+        cell = {(r["units_per_class"], r["lr"]): r["rate"] for r in rs}
+        out[key] = (units, lrs, [[cell.get((u, lr), math.nan) for lr in lrs] for u in units])
+    return out
