@@ -81,7 +81,7 @@ def test_env(capsys):
 
 def test_reproduce_smoke(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "reproduce", "--quick", "--out", str(tmp_path), "--seeds", "1",
-                           "--workers", "1", "--quiet")
+                           "--workers", "1", "--quiet", "--only", "synthetic")
     assert code == 0
     records = json.loads((tmp_path / "results.json").read_text())
     assert len(records) == 12  # 4 STEs × 3 bits × 1 seed
@@ -91,3 +91,9 @@ def test_reproduce_smoke(tmp_path, capsys):
     assert (tmp_path / "synthetic_curves.png").stat().st_size > 1000
     table = (tmp_path / "tables.md").read_text()
     assert "| clipped_relu |" in table and "/1" in table
+
+
+@pytest.mark.parametrize("argv", [["--only", "cifar"], ["--seeds", "0"], ["--device", "tpu"], ["--workers", "0"]])
+def test_reproduce_bad_input(tmp_path, capsys, argv):
+    code, _, err = run_cli(capsys, "reproduce", "--out", str(tmp_path), "--quiet", *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

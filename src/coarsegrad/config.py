@@ -26,16 +26,18 @@ else:  # pragma: no cover - Python 3.10
 from coarsegrad.quantizer import check_alpha, check_bits
 from coarsegrad.ste import get_ste
 
-DATASETS = ("synthetic",)
-MODELS = ("two_layer", "mlp")
+DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
+MODELS = ("two_layer", "mlp", "lenet5")
 
 
 @dataclass
 class DataConfig:
-    """Which data. ``synthetic`` is the orthogonal-subspace problem with these sizes;
-    ``data_seed`` None means the training seed."""
+    """Which data. ``synthetic`` is the orthogonal-subspace problem with these sizes
+    (``data_seed`` None means the training seed); the image datasets are read from
+    ``data_dir`` or the usual places (see ``coarsegrad data list``)."""
 
     data: str = "synthetic"
+    data_dir: str | None = None
     num_classes: int = 4
     dim: int = 40
     subspace_dim: int = 5

@@ -120,3 +120,54 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.norm(self.fc1(x.flatten(1)))))
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 with a batch-norm without affine before each quantized activation.
+
+    conv5×5(1→c₁) → BN → σ → maxpool2 → conv5×5(c₁→c₂) → BN → σ → maxpool2 →
+    fc(16·c₂→h) → BN → σ → fc(h→classes); input [N, 1, 28, 28] (or [N, 784]).
+    Defaults c₁, c₂, h = 20, 50, 500 (the Caffe LeNet-5 used with the ICLR 2019
+    table's setup: float weights, α fixed at ``optimal_alpha(bits)``). ``bits=None``
+    gives the float network with plain ReLU (for the float initialisation).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        bits: int | None = 2,
+        alpha: float | None = None,
+        ste: str | STE = "clipped_relu",
+        channels: tuple[int, int] = (20, 50),
+        hidden: int = 500,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        c1, c2 = (_positive_int("channels", c) for c in channels)
+        hidden = _positive_int("hidden", hidden)
+
+        def act() -> nn.Module:
+            return nn.ReLU() if bits is None else QuantReLU(bits, alpha, ste)
+
+        self.features = nn.Sequential(
+            _conv(1, c1, generator), nn.BatchNorm2d(c1, affine=False), act(), nn.MaxPool2d(2),
+            _conv(c1, c2, generator), nn.BatchNorm2d(c2, affine=False), act(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            make_linear(16 * c2, hidden, generator), nn.BatchNorm1d(hidden, affine=False), act(),
+            make_linear(hidden, _positive_int("num_classes", num_classes), generator),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x.reshape(-1, 1, 28, 28)).flatten(1))
+
+
+def _conv(cin: int, cout: int, generator: torch.Generator | None) -> nn.Conv2d:
+    """A 5×5 conv with PyTorch's default init bound 1/√fan_in, drawn from ``generator``."""
+    conv = nn.utils.skip_init(nn.Conv2d, cin, cout, 5)
+    bound = 1.0 / math.sqrt(cin * 25)
+    with torch.no_grad():
+        conv.weight.uniform_(-bound, bound, generator=generator)
+        conv.bias.uniform_(-bound, bound, generator=generator)
+    return conv

@@ -8,23 +8,39 @@ from coarsegrad.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from coarsegrad.experiments.reproduce import EXPERIMENTS
+
     p = sub.add_parser("reproduce", help="run the paper's experiments (records, tables, plots)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="few seeds and steps (default)")
-    mode.add_argument("--full", action="store_true", help="train to convergence, more seeds")
-    p.add_argument("--out", default="runs/reproduce", help="output directory")
+    mode.add_argument("--quick", action="store_true", help="few seeds and epochs, minutes on 2 CPUs (default)")
+    mode.add_argument("--full", action="store_true", help="train to convergence, 3+ seeds")
+    p.add_argument("--out", default="runs/reproduce", help="output directory (default: runs/reproduce)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST files (default: the usual places)")
+    p.add_argument("--only", default=",".join(EXPERIMENTS),
+                   help=f"comma-separated subset of: {', '.join(EXPERIMENTS)}")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
-    p.add_argument("--seeds", type=int, default=10, help="seeds per setting (default: 10)")
+    p.add_argument("--seeds", type=int, default=None, help="override the seeds per setting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from coarsegrad.experiments.reproduce import reproduce
 
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         raise ConfigError("seeds", f"must be >= 1, got {args.seeds}")
     if args.workers is not None and args.workers < 1:
         raise ConfigError("workers", f"must be >= 1, got {args.workers}")
-    reproduce(full=args.full, out=args.out, workers=args.workers, progress=not args.quiet, seeds=args.seeds)
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise ConfigError("device", f"must be cpu or cuda, got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", "CUDA is not available on this machine")
+    only = tuple(x.strip() for x in args.only.split(",") if x.strip())
+    if not only:
+        raise ConfigError("only", "name at least one experiment")
+    reproduce(full=args.full, out=args.out, workers=args.workers, progress=not args.quiet, seeds=args.seeds,
+              only=only, data_dir=args.data_dir, device=args.device)
     return 0

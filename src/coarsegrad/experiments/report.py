@@ -54,7 +54,7 @@ def accuracy_table(records: list[dict], experiment: str, paper: dict | None = No
     stes = list(dict.fromkeys(r["ste"] for r in records))
     bits = sorted({r["bits"] for r in records})
     groups = _group(records, "ste", "bits")
-    head = "| STE | " + " | ".join(f"{b} bits" for b in bits)
+    head = "| STE | " + " | ".join(f"{b} bit{'s' * (b > 1)}" for b in bits)
     rule = "| --- | " + " | ".join("---" for _ in bits)
     if paper:
         head += " | " + " | ".join(f"{b} bits (ICLR 2019)" for b in bits)
@@ -89,6 +89,33 @@ def plot_curves(records: list[dict], path: Path, seed: int = 0) -> None:
         axes[1][col].set_xlabel("step")
     axes[0][0].set_ylabel("training loss")
     axes[1][0].set_ylabel("training accuracy")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_mnist_curves(records: list[dict], path: Path) -> None:
+    """Test accuracy per epoch (mean over seeds), one panel per bits, one line per STE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bits = sorted({r["bits"] for r in records if r.get("curve")})
+    if not bits:
+        return
+    fig, axes = plt.subplots(1, len(bits), figsize=(4.5 * len(bits), 3.6), squeeze=False)
+    for col, b in enumerate(bits):
+        for (ste,), group in _group([r for r in records if r["bits"] == b], "ste").items():
+            length = min(len(r["curve"]["epoch"]) for r in group)  # a diverged run stops early
+            epochs = group[0]["curve"]["epoch"][:length]
+            acc = [mean(r["curve"]["test_acc"][i] or 0.0 for r in group) * 100 for i in range(length)]
+            axes[0][col].plot(epochs, acc, marker="o", label=f"{ste} (n={len(group)})")
+        axes[0][col].set_title(f"{b} bits")
+        axes[0][col].set_xlabel("epoch")
+    axes[0][0].set_ylabel("test accuracy %")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,14 +23,17 @@ def synthetic_trial(data: dict, model: dict, train_cfg: dict, ste: str, bits: in
     data_cfg = DataConfig(**data)
     model_cfg = ModelConfig(**{**model, "ste": ste, "bits": bits})
     tcfg = TrainConfig(**{**train_cfg, "seed": seed})
-    X, y = build_data(data_cfg, seed)
+    run_data = build_data(data_cfg, seed)
+    X, y = run_data.x_train, run_data.y_train
     net = build_model(model_cfg, X.shape[1], data_cfg.num_classes, seed + 1)
     started = time.perf_counter()
     try:
         history = train(net, X, y, tcfg)
         diverged = None
         final_loss, train_acc = history.loss[-1], history.train_acc[-1]
-        curve = {"step": history.step, "loss": history.loss, "train_acc": history.train_acc}
+        every = -(-len(history.step) // 100)  # keep records small: at most 100 points
+        curve = {"step": history.step[::every], "loss": [float(f"{v:.6g}") for v in history.loss[::every]],
+                 "train_acc": history.train_acc[::every]}
         steps, perfect = history.steps_run, history.perfect_step
     except TrainingDiverged as exc:
         diverged, final_loss, train_acc, curve, steps, perfect = exc.step, float("nan"), 0.0, None, exc.step, None

@@ -1,0 +1,101 @@
+"""MNIST experiments: the paper's two-linear-layer network and LeNet-5 (ICLR 2019 setup).
+
+One trial = one seed of mini-batch training of one (model, STE, bits); the record
+holds the final training and test accuracy and a per-epoch curve (running training
+loss/accuracy over the epoch, test accuracy at its end). LeNet-5 trials can start
+from a float model (plain ReLU) trained first, as in the 2019 setup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from coarsegrad import safetensors_io
+from coarsegrad.config import ModelConfig
+from coarsegrad.data import prepare_dataset
+from coarsegrad.errors import TrainingDiverged
+from coarsegrad.models import LeNet5
+from coarsegrad.quantizer import optimal_alpha
+from coarsegrad.run import build_model
+from coarsegrad.train import TrainConfig, evaluate, train
+
+# Test accuracy (%) of LeNet-5 on MNIST from Yin et al., ICLR 2019 (method.md).
+ICLR2019_LENET5 = {("identity", 2): 98.49, ("relu", 2): 99.24, ("clipped_relu", 2): 99.23,
+                   ("identity", 4): 98.98, ("relu", 4): 99.32, ("clipped_relu", 4): 99.24}
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if n is None or n >= x.shape[0]:
+        return x, y
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: int, train_cfg: dict,
+                dataset: str = "mnist", data_dir: str | None = None, device: str = "cpu",
+                train_subset: int | None = None, init_from: str | None = None,
+                save_to: str | None = None) -> dict:
+    """Train one seed; evaluate on the test split; return a flat record with the curve.
+
+    ``bits=None`` trains the float network (plain ReLU; only for LeNet-5's float init).
+    ``init_from`` loads starting weights (safetensors); ``save_to`` saves the final ones.
+    """
+    splits = prepare_dataset(dataset, data_dir, device=device)
+    x_train, y_train = _subset(splits.x_train, splits.y_train, train_subset, seed)
+    model_cfg = ModelConfig(**{**model, "ste": ste, "bits": bits or 2})
+    if bits is None:
+        net: torch.nn.Module = LeNet5(splits.num_classes, None, generator=torch.Generator().manual_seed(seed + 1))
+    else:
+        net = build_model(model_cfg, x_train.shape[1], splits.num_classes, seed + 1)
+    if init_from:
+        tensors, _ = safetensors_io.load(init_from)
+        net.load_state_dict(tensors)
+    net.to(device)
+    tcfg = TrainConfig(**{**train_cfg, "seed": seed, "stop_at_perfect": False})
+    per_epoch = -(-x_train.shape[0] // tcfg.batch_size)
+    tcfg = dataclasses.replace(tcfg, log_every=per_epoch)
+    curve: dict[str, list] = {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": []}
+
+    total = tcfg.total_steps(x_train.shape[0])
+
+    def on_log(record: dict) -> None:
+        curve["epoch"].append((record["step"] + 1) // per_epoch)
+        curve["train_loss"].append(record["loss"])
+        curve["train_acc"].append(record["train_acc"])
+        last = record["step"] + 1 >= total  # evaluated once below instead
+        curve["test_acc"].append(None if last else evaluate(net, splits.x_test, splits.y_test)[1])
+
+    started = time.perf_counter()
+    diverged = None
+    try:
+        history = train(net, x_train, y_train, tcfg, on_log=on_log)
+        steps = history.steps_run
+    except TrainingDiverged as exc:
+        diverged, steps = exc.step, exc.step
+    seconds = time.perf_counter() - started
+    train_loss, train_acc = evaluate(net, x_train, y_train)
+    test_loss, test_acc = evaluate(net, splits.x_test, splits.y_test)
+    if curve["test_acc"] and diverged is None:
+        curve["test_acc"][-1] = test_acc  # the last epoch's point is the final evaluation
+    if save_to:
+        safetensors_io.save(save_to, dict(net.state_dict()))
+    return {
+        "experiment": experiment, "dataset": dataset, "model": model_cfg.model,
+        "ste": ste if bits else "float", "bits": bits, "seed": seed,
+        "alpha": (model_cfg.alpha or optimal_alpha(bits)) if bits else None,
+        "train_acc": train_acc, "test_acc": test_acc, "final_loss": train_loss, "test_loss": test_loss,
+        "epochs": steps / per_epoch, "steps": steps, "seconds": seconds, "device": device,
+        "diverged_step": diverged, "train_subset": train_subset, "init_from": init_from,
+        "curve": curve, "config": {"data": {"data": dataset, "normalisation": [splits.mean, splits.std]},
+                                   "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(tcfg)},
+    }
+
+
+def float_init_path(out: Path, seed: int) -> Path:
+    """Where the float LeNet-5 of ``seed`` is saved for the quantized runs to start from."""
+    return out / "float_init" / f"lenet5_seed{seed}.safetensors"
+
