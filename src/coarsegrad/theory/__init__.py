@@ -9,6 +9,8 @@ b-bit staircases, and the geometric condition of Long, Yin & Xin (arXiv 2011.112
     th.population_grad_w(v, w, t)                       # ∂f/∂w, exact
     th.expected_coarse_grad(v, w, t, "clipped_relu")    # E_Z[g_μ] (exact or Monte Carlo ± s.e.)
     th.geometric_condition(W, bases, units_per_class)   # 0 ∈ conv of projected unit directions
+    th.run_repelled(th.RepelledConfig())                # MNIST: continue from a minimum with each STE
+    th.run_study("landscape", cfg, "out/landscape", cmd) # records + config/env + report (runner)
 
 Importing this package needs only torch and numpy; SciPy (the ``theory`` extra) is
 imported lazily by the convex-hull test.
@@ -60,9 +62,13 @@ from coarsegrad.theory.population import (
     population_loss_at,
     sigma_moments,
 )
+from coarsegrad.theory.repelled import RepelledConfig, coarse_gradient_norms, run_repelled
+from coarsegrad.theory.runner import STUDIES, make_config, render, run_study
+from coarsegrad.theory.summary import theory_summary
 
 __all__ = [
-    "CoarseExpectation", "GeometryTrace", "MonteCarloEstimate", "PlaneFrame", "Teacher",
+    "CoarseExpectation", "GeometryTrace", "MonteCarloEstimate", "PlaneFrame", "RepelledConfig", "STUDIES",
+    "Teacher", "coarse_gradient_norms", "make_config", "render", "run_repelled", "run_study", "theory_summary",
     "angle_grid", "bvn_cdf", "bvn_density", "bvn_upper", "bvn_upper_dh", "class_directions",
     "cross_moment", "expected_coarse_grad", "expected_coarse_grad_at", "geometric_condition",
     "hull_residual", "indicator_interval", "log_loss_slope", "make_teacher", "make_trials",
