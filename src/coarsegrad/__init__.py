@@ -9,10 +9,16 @@ for Non-linear Classification" (arXiv 2011.11256). Public API::
     cg.get_ste("clipped_relu")            # identity | relu | clipped_relu | log_tailed_relu
     cg.quantized_relu(x, bits, alpha, ste)
     cg.TwoLayerNet(...), cg.MLP(...), cg.train(model, X, y, cg.TrainConfig(...))
+    cg.load_dataset("mnist", "train")     # uint8 [N,28,28], int64 [N] from IDX files
+    cg.prepare_dataset("mnist")           # both splits normalised, [N,784], on a device
+    cg.save_checkpoint(path, model, config=...), cg.load_checkpoint(path)
+    cg.export.to_integer(model), cg.export.to_onnx(model, path), cg.export.pack_codes(c, bits)
 """
 
 from coarsegrad.autograd import QuantReLU, StaircaseSTEFunction, quantize_model, quantized_relu
 from coarsegrad.coarse import coarse_gradient
+from coarsegrad.data import DatasetSplits, prepare_dataset
+from coarsegrad.datasets import load_dataset
 from coarsegrad.errors import ConfigError, DataError, InputError, TrainingDiverged
 from coarsegrad.models import MLP, TwoLayerNet
 from coarsegrad.quantizer import optimal_alpha, q_max, staircase, staircase_codes
@@ -26,13 +32,16 @@ from coarsegrad.ste import (
 )
 from coarsegrad.synthetic import orthogonal_subspaces
 from coarsegrad.train import History, TrainConfig, evaluate, train
+from coarsegrad.train_state import TrainState, load_train_state, save_train_state
+from coarsegrad.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from coarsegrad import export  # noqa: E402  (onnx is imported lazily inside it)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BUILTIN_STES", "ConfigError", "DataError", "History", "InputError", "MLP", "QuantReLU",
-    "STE", "StaircaseSTEFunction", "TrainConfig", "TrainingDiverged", "TwoLayerNet",
-    "coarse_gradient", "custom_ste", "evaluate", "get_ste", "is_monotone", "monotone_violations",
-    "optimal_alpha", "orthogonal_subspaces", "q_max", "quantize_model", "quantized_relu",
-    "staircase", "staircase_codes", "train",
+    "BUILTIN_STES", "ConfigError", "DataError", "DatasetSplits", "History", "InputError", "MLP",
+    "QuantReLU", "STE", "StaircaseSTEFunction", "TrainConfig", "TrainState", "TrainingDiverged", "TwoLayerNet",
+    "coarse_gradient", "custom_ste", "evaluate", "get_ste", "export", "is_monotone", "load_checkpoint", "load_dataset",
+    "monotone_violations", "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "q_max",
+    "quantize_model", "quantized_relu", "load_train_state", "save_checkpoint", "save_train_state", "staircase", "staircase_codes", "train",
 ]

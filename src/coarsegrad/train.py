@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from coarsegrad.errors import ConfigError, DataError, TrainingDiverged
+from coarsegrad.fast import fast_step
+from coarsegrad.train_state import TrainState
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -29,10 +31,14 @@ class TrainConfig:
     """How to train. ``batch_size`` 0 or None = full batch (coarse gradient descent).
 
     Give ``steps`` or ``epochs`` (not both); with neither, ``steps = 1000``.
+    ``fast`` computes the coarse gradient of an MLP without batch-norm or a TwoLayerNet
+    by :mod:`coarsegrad.fast` (no autograd graph, chunks of at most ``chunk_size`` rows;
+    equal up to float rounding); False forces autograd. Other models always use autograd.
     """
 
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     lr: float = 0.1
+    schedule: Literal["constant", "cosine"] = "constant"
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int | None = None
@@ -42,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     chunk_size: int = 8192
     log_every: int = 1
+    fast: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -52,10 +59,14 @@ class TrainConfig:
                 raise ConfigError(name, f"must be a finite number, got {value!r}")
         if self.lr <= 0:
             raise ConfigError("lr", f"must be > 0, got {self.lr}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError("schedule", f"must be 'constant' or 'cosine', got {self.schedule!r}")
         if not 0 <= self.momentum < 1:
             raise ConfigError("momentum", f"must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not isinstance(self.fast, bool):
+            raise ConfigError("fast", f"must be true or false, got {self.fast!r}")
         if self.batch_size == 0:
             self.batch_size = None
         for name, minimum in (("batch_size", 1), ("steps", 1), ("epochs", 1)):
@@ -71,6 +82,12 @@ class TrainConfig:
             raise ConfigError("steps", "give steps or epochs, not both")
         if self.steps is None and self.epochs is None:
             self.steps = 1000
+
+    def lr_at(self, step: int, total: int) -> float:
+        """Step size at ``step`` of ``total``: constant, or lr·½(1 + cos(π·step/total))."""
+        if self.schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
     def total_steps(self, num_samples: int) -> int:
         """Number of optimizer steps for a training set of ``num_samples`` rows."""
@@ -162,13 +179,21 @@ def train(
     config: TrainConfig,
     *,
     on_log: Callable[[dict], None] | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    resume: TrainState | None = None,
 ) -> History:
     """Train ``model`` on (X, y) in place; return the :class:`History`.
 
     ``on_log`` receives ``{"step", "loss", "train_acc"}`` at every logged step (for
-    progress bars and metrics files). Raises :class:`TrainingDiverged` on a
-    non-finite loss, :class:`DataError` on unusable data.
+    progress bars and metrics files). ``on_checkpoint`` receives a :class:`TrainState`
+    after every ``checkpoint_every``-th optimizer step (0: never; not after the last);
+    passing one back as ``resume`` continues exactly where it was taken (same model
+    architecture, data and config). Raises :class:`TrainingDiverged` on a non-finite
+    loss, :class:`DataError` on unusable data.
     """
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ConfigError("checkpoint_every", f"must be an integer >= 0, got {checkpoint_every!r}")
     check_data(X, y)
     n = X.shape[0]
     total = config.total_steps(n)
@@ -178,14 +203,23 @@ def train(
     model.train()
     batch = config.batch_size or n
     full_batch = batch >= n
+    fast = fast_step(model, X, y, config.chunk_size) if config.fast else None
     order = torch.arange(n, device=X.device)
     position = n  # forces a fresh permutation at the first mini-batch step
     window_loss, window_correct, window_count = 0.0, 0, 0
+    first = 0
+    if resume is not None:
+        resume.restore(model, optimizer, generator, n)
+        first, order, position = resume.step, resume.order.to(X.device), resume.position
+        window_loss, window_correct, window_count = resume.window
+        history = History(**resume.history)
+    seconds_before = history.seconds
     started = time.perf_counter()
-    for step in range(total):
+    for step in range(first, total):
         optimizer.zero_grad(set_to_none=True)
         if full_batch:
-            loss_sum, correct = _accumulate(model, X, y, config.chunk_size, 1.0 / n)
+            loss_sum, correct = (fast.accumulate(X, y, None, 1.0 / n) if fast else
+                                 _accumulate(model, X, y, config.chunk_size, 1.0 / n))
             count = n
         else:
             if position + batch > n:
@@ -194,7 +228,8 @@ def train(
             idx = order[position:position + batch]
             position += batch
             count = idx.shape[0]
-            loss_sum, correct = _accumulate(model, X[idx], y[idx], config.chunk_size, 1.0 / count)
+            loss_sum, correct = (fast.accumulate(X, y, idx, 1.0 / count) if fast else
+                                 _accumulate(model, X[idx], y[idx], config.chunk_size, 1.0 / count))
         window_loss += float(loss_sum)
         window_correct += int(correct)
         window_count += count
@@ -214,7 +249,15 @@ def train(
                 if config.stop_at_perfect:
                     history.steps_run = step
                     break
+        if config.schedule != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(step, total)
         optimizer.step()
         history.steps_run = step + 1
-    history.seconds = time.perf_counter() - started
+        if on_checkpoint is not None and checkpoint_every and history.steps_run % checkpoint_every == 0 \
+                and history.steps_run < total:
+            history.seconds = seconds_before + time.perf_counter() - started
+            on_checkpoint(TrainState.capture(history.steps_run, model, optimizer, generator, order, position,
+                                             (window_loss, window_correct, window_count), history.as_dict()))
+    history.seconds = seconds_before + time.perf_counter() - started
     return history

@@ -7,15 +7,22 @@ data). Bad input never prints a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
+from coarsegrad.cli import bench as bench_cmd
+from coarsegrad.cli import data as data_cmd
 from coarsegrad.cli import env as env_cmd
+from coarsegrad.cli import eval as eval_cmd
+from coarsegrad.cli import export as export_cmd
 from coarsegrad.cli import reproduce as reproduce_cmd
+from coarsegrad.cli import sweep as sweep_cmd
+from coarsegrad.cli import theory as theory_cmd
 from coarsegrad.cli import train as train_cmd
 from coarsegrad.errors import InputError, TrainingDiverged
 
-SUBCOMMANDS = (train_cmd, env_cmd, reproduce_cmd)
+SUBCOMMANDS = (train_cmd, env_cmd, reproduce_cmd, data_cmd, export_cmd, eval_cmd, theory_cmd, bench_cmd, sweep_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2) and --help (0), as a return value
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.run(args) or 0)
     except InputError as exc:
@@ -45,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as exc:
         sys.stderr.write(f"coarsegrad {args.command}: {exc}\n")
         return 1
+    except BrokenPipeError:  # e.g. `coarsegrad eval ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         sys.stderr.write("coarsegrad: interrupted\n")
         return 130

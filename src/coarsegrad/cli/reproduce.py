@@ -8,7 +8,7 @@ from coarsegrad.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from coarsegrad.experiments.reproduce import EXPERIMENTS
+    from coarsegrad.experiments.reproduce import EXPERIMENTS, QUICK_EXPERIMENTS
 
     p = sub.add_parser("reproduce", help="run the paper's experiments (records, tables, plots)")
     mode = p.add_mutually_exclusive_group()
@@ -17,8 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/reproduce", help="output directory (default: runs/reproduce)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST files (default: the usual places)")
-    p.add_argument("--only", default=",".join(EXPERIMENTS),
-                   help=f"comma-separated subset of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} (default: all with --full, "
+                        f"{','.join(QUICK_EXPERIMENTS)} with --quick)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--seeds", type=int, default=None, help="override the seeds per setting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -38,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("device", f"must be cpu or cuda, got {args.device!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device", "CUDA is not available on this machine")
-    only = tuple(x.strip() for x in args.only.split(",") if x.strip())
-    if not only:
+    only = None if args.only is None else tuple(x.strip() for x in args.only.split(",") if x.strip())
+    if only is not None and not only:
         raise ConfigError("only", "name at least one experiment")
     reproduce(full=args.full, out=args.out, workers=args.workers, progress=not args.quiet, seeds=args.seeds,
               only=only, data_dir=args.data_dir, device=args.device)

@@ -27,8 +27,11 @@ def _call(trial: Trial) -> dict:
 
 
 def run_trials(trials: list[Trial], workers: int | None = None, desc: str = "trials",
-               progress: bool = True) -> list[dict]:
-    """Run every trial; results in the order of ``trials``. ``workers=1`` runs in-process."""
+               progress: bool = True, on_result: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Run every trial; results in the order of ``trials``. ``workers=1`` runs in-process.
+
+    ``on_result`` receives the results finished so far after each trial (to save them).
+    """
     workers = workers or os.cpu_count() or 1
     bar = Progress(len(trials), desc, enabled=progress)
     results: list[dict | None] = [None] * len(trials)
@@ -36,11 +39,15 @@ def run_trials(trials: list[Trial], workers: int | None = None, desc: str = "tri
         for i, trial in enumerate(trials):
             results[i] = _call(trial)
             bar.update(1)
+            if on_result is not None:
+                on_result([r for r in results if r is not None])
     else:
         with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
             futures = {pool.submit(_call, trial): i for i, trial in enumerate(trials)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 bar.update(1)
+                if on_result is not None:
+                    on_result([r for r in results if r is not None])
     bar.close()
     return [r for r in results if r is not None]

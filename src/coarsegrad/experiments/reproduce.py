@@ -1,6 +1,6 @@
 """``coarsegrad reproduce``: the paper's experiments, as records, tables and plots.
 
-Three experiments (``PLANS`` gives their sizes per mode):
+Four experiments (``PLANS`` gives the sizes of the first three per mode):
 
 * ``synthetic`` — full-batch coarse GD on the orthogonal-subspace problem; seeds
   reaching 100% training accuracy per STE × bits {1, 2, 4}.
@@ -8,6 +8,9 @@ Three experiments (``PLANS`` gives their sizes per mode):
   sum); test accuracy mean ± std per STE × bits {1, 2, 4}.
 * ``lenet5`` — LeNet-5 with affine-free batch-norm (ICLR 2019 setup), bits {2, 4} ×
   4 STEs; in full mode started from a float model trained first.
+* ``theory`` — the theory studies (angles, geometry, landscape, repelled) into
+  ``OUT/theory/<study>/`` (:mod:`coarsegrad.theory.runner`), summarised in tables.md.
+  Runs by default only in full mode (quick mode: when named, with the studies' quick presets).
 
 Writes ``OUT/results.json`` (flat records), ``OUT/tables.md`` and PNG plots, all
 made from the records. Quick mode takes minutes on 2 CPU cores.
@@ -28,7 +31,10 @@ from coarsegrad.experiments.pool import run_trials
 from coarsegrad.experiments.synthetic import BITS, STES, synthetic_trial
 from coarsegrad.records import atomic_write_json, atomic_write_text, environment
 
-EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5")
+EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory")
+QUICK_EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5")
+# Overrides of each theory study's defaults (full) or quick preset (quick).
+THEORY = {"quick": {}, "full": {"landscape": {"bits": (1, 2, 4)}}}
 TWO_LAYER = {"model": "two_layer", "units_per_class": 50, "init_scale": 1.0}
 LENET = {"model": "lenet5"}
 PLANS = {
@@ -41,9 +47,9 @@ PLANS = {
              "two_layer": {"seeds": 3, "train": {"optimizer": "momentum", "lr": 0.01, "batch_size": 128,
                                                  "epochs": 10, "schedule": "cosine"}},
              "lenet5": {"seeds": 3, "subset": None,
-                        "float_init": {"optimizer": "momentum", "lr": 0.05, "batch_size": 128, "epochs": 10,
+                        "float_init": {"optimizer": "momentum", "lr": 0.05, "batch_size": 128, "epochs": 4,
                                        "schedule": "cosine", "weight_decay": 5e-4},
-                        "train": {"optimizer": "momentum", "lr": 0.01, "batch_size": 128, "epochs": 10,
+                        "train": {"optimizer": "momentum", "lr": 0.01, "batch_size": 128, "epochs": 3,
                                   "schedule": "cosine", "weight_decay": 5e-4}}},
 }
 
@@ -81,46 +87,92 @@ def lenet_trials(plan: dict, out: Path, data_dir: str | None, device: str, seeds
             for ste in STES for bits in (2, 4) for seed in range(seeds or p["seeds"])]
 
 
+def default_experiments(full: bool) -> tuple[str, ...]:
+    """What runs without ``only``: everything in full mode, all but ``theory`` in quick mode."""
+    return EXPERIMENTS if full else QUICK_EXPERIMENTS
+
+
+def run_theory(full: bool, out: Path, workers: int | None = None, progress: bool = True,
+               seeds: int | None = None, data_dir: str | None = None) -> dict[str, list[dict]]:
+    """Every theory study into ``out/<study>/`` (full: the study defaults; quick: the quick
+    presets; ``THEORY`` overrides); ``{study: records}``. repelled is skipped without MNIST."""
+    from coarsegrad.theory import runner
+
+    mode = "full" if full else "quick"
+    results: dict[str, list[dict]] = {}
+    for study in runner.STUDIES:
+        kw: dict = dict(THEORY[mode].get(study, {}))
+        if study in ("landscape", "repelled"):
+            kw["workers"] = workers
+        if seeds is not None and study != "angles":
+            kw["seeds"] = seeds
+        if study == "repelled":
+            if find_dataset("mnist", data_dir) is None:
+                print(f"reproduce: skipping theory/repelled: {not_found_message('mnist', data_dir)}", file=sys.stderr)
+                continue
+            kw["data_dir"] = data_dir
+        cfg = runner.make_config(study, not full, **kw)
+        command = f"coarsegrad reproduce --{mode} --only theory --out {out.parent}"
+        results[study] = runner.run_study(study, cfg, out / study, command, quick=not full, progress=progress)
+    return results
+
+
 def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: int | None = None,
-              progress: bool = True, seeds: int | None = None, only: tuple[str, ...] = EXPERIMENTS,
+              progress: bool = True, seeds: int | None = None, only: tuple[str, ...] | None = None,
               data_dir: str | None = None, device: str = "cpu") -> list[dict]:
-    """Run the experiments in ``only``; write records, tables and plots to ``out``; return the records.
+    """Run the experiments in ``only`` (default :func:`default_experiments`); write records,
+    tables and plots to ``out``; return the records (theory records stay in ``out/theory``).
 
     ``seeds`` overrides the plan's seed counts (for smoke tests).
     """
+    only = default_experiments(full) if only is None else only
     unknown = set(only) - set(EXPERIMENTS)
     if unknown:
         raise ConfigError("only", f"unknown experiment(s) {sorted(unknown)}; valid: {', '.join(EXPERIMENTS)}")
     if set(only) & {"mnist_two_layer", "lenet5"} and find_dataset("mnist", data_dir) is None:
         print(f"reproduce: skipping the MNIST experiments: {not_found_message('mnist', data_dir)}",
               file=sys.stderr)
-        only = tuple(x for x in only if x == "synthetic")
+        only = tuple(x for x in only if x not in ("mnist_two_layer", "lenet5"))
     plan = PLANS["full" if full else "quick"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = 1 if device.startswith("cuda") else workers
     started = time.perf_counter()
     records: list[dict] = []
+
+    def add(trials: list, desc: str) -> None:
+        """Run ``trials``, saving every record so far after each trial (an interrupted run
+        keeps its finished trials in results.json)."""
+        done = len(records)
+
+        def save(finished: list[dict]) -> None:
+            atomic_write_json(out / "results.json", records[:done] + finished)
+
+        records.extend(run_trials(trials, workers, desc, progress, on_result=save))
+        atomic_write_json(out / "results.json", records)
+
     if "synthetic" in only:
-        records += run_trials(synthetic_trials(plan, seeds), workers, "synthetic", progress)
+        add(synthetic_trials(plan, seeds), "synthetic")
     if "mnist_two_layer" in only:
-        records += run_trials(two_layer_trials(plan, data_dir, device, seeds), workers, "mnist 2-layer", progress)
+        add(two_layer_trials(plan, data_dir, device, seeds), "mnist 2-layer")
     if "lenet5" in only:
         if plan["lenet5"]["float_init"]:
-            records += run_trials(lenet_trials(plan, out, data_dir, device, seeds, float_init=True), workers,
-                                  "lenet5 float init", progress)
-        records += run_trials(lenet_trials(plan, out, data_dir, device, seeds), workers, "lenet5", progress)
+            add(lenet_trials(plan, out, data_dir, device, seeds, float_init=True), "lenet5 float init")
+        add(lenet_trials(plan, out, data_dir, device, seeds), "lenet5")
+    theory = run_theory(full, out / "theory", workers, progress, seeds, data_dir) if "theory" in only else None
     env = environment(device)
     atomic_write_json(out / "results.json", records)
     atomic_write_json(out / "env.json", {**env, "mode": "full" if full else "quick", "experiments": list(only),
                                          "seconds": time.perf_counter() - started})
-    text = write_report(records, out, env, "full" if full else "quick")
+    text = write_report(records, out, env, "full" if full else "quick", theory)
     print(text)
     return records
 
 
-def write_report(records: list[dict], out: Path, env: dict, mode: str) -> str:
-    """tables.md and the plots, from ``records`` only."""
+def write_report(records: list[dict], out: Path, env: dict, mode: str,
+                 theory: dict[str, list[dict]] | None = None) -> str:
+    """tables.md and the plots, from ``records`` only; ``theory`` ({study: records}) adds
+    the "Theory lab" summary (:func:`coarsegrad.theory.summary.theory_summary`)."""
     parts = [f"Mode: {mode}; machine: {env['platform']}, {env['cpu_count']} CPUs, device {env['device']}"
              f"{' (' + str(env['gpu']) + ')' if env.get('gpu') else ''}; torch {env['torch']}.\n"]
     if any(r["experiment"] == "synthetic" for r in records):
@@ -133,6 +185,12 @@ def write_report(records: list[dict], out: Path, env: dict, mode: str) -> str:
         parts.append("## MNIST, LeNet-5: test accuracy % (mean ± std over seeds)\n\n"
                      + report.accuracy_table(records, "lenet5", ICLR2019_LENET5))
         report.plot_mnist_curves([r for r in records if r["experiment"] == "lenet5"], out / "lenet5_curves.png")
+    if theory:
+        from coarsegrad.theory.summary import theory_summary
+
+        summary = theory_summary(theory)
+        if summary:
+            parts.append(summary)
     text = "\n".join(parts)
     atomic_write_text(out / "tables.md", text)
     return text

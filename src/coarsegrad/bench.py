@@ -1,0 +1,228 @@
+"""``coarsegrad bench``: one epoch of quantized training against its baselines, side by side.
+
+Workload: MLP in → H → classes, b-bit staircase with the clipped-ReLU STE, SGD momentum,
+batch B, one epoch over N rows (MNIST when found, else random data of that shape: speed
+does not depend on values). Every variant runs in this process, round-robin over
+``repeats`` after a warm-up epoch; a number is the median of the repeats (the training
+loop only, as :attr:`coarsegrad.train.History.seconds`). Variants:
+
+* ``ours``: :func:`coarsegrad.train` (its fast path); ``ours_autograd``: the same with
+  ``fast=False``;
+* ``float_relu``: plain PyTorch, ``Linear → ReLU → Linear``, autograd, ``torch.optim.SGD``;
+* ``autograd_ste``: the same loop with a textbook ``autograd.Function`` STE;
+* ``detach_ste``: the same loop with clip(x) + (σ(x) − clip(x)).detach();
+* ``brevitas``: ``brevitas.nn.QuantReLU(bit_width=b)`` (skipped when not installed).
+
+Also: the sgemm rate (an n×n float32 matmul, 2n³ FLOP); the epoch's rate, 3196·H FLOP
+per row for 784 → H → 10 (2·(784 + 3·10)·H: forward, ∇W₁, and three products with W₂);
+one full-batch step (all N rows, chunked) against the batch-B epoch; and the data path
+(a permutation and the ``index_select`` gathers of one epoch) as a share of the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from coarsegrad.bench_baselines import PlainEpoch, brevitas_relu, float_model, ste_model
+from coarsegrad.errors import ConfigError
+from coarsegrad.models import MLP
+from coarsegrad.quantizer import optimal_alpha
+from coarsegrad.train import TrainConfig, train
+
+
+@dataclass
+class BenchConfig:
+    """What to measure. ``data``: ``auto`` (MNIST if found, else random), ``mnist``, ``random``."""
+
+    hidden: tuple[int, ...] = (128, 512, 2048)
+    samples: int = 60000
+    features: int = 784
+    classes: int = 10
+    batch_size: int = 1024
+    bits: int = 2
+    lr: float = 0.01
+    repeats: int = 5
+    sgemm_size: int = 4096
+    data: str = "auto"
+    brevitas: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(self.hidden)
+        for name in ("samples", "features", "classes", "batch_size", "repeats", "sgemm_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ConfigError("hidden", f"must be positive integers, got {self.hidden!r}")
+        if self.data not in ("auto", "mnist", "random"):
+            raise ConfigError("data", f"must be auto, mnist or random, got {self.data!r}")
+
+
+QUICK = BenchConfig(hidden=(64, 256), samples=8192, repeats=2, sgemm_size=1024)
+"""``--quick``: small sizes, two repeats; seconds, not minutes."""
+
+
+def flops_per_row(features: int, hidden: int, classes: int) -> int:
+    """FLOP per training row: 2·features·H (forward) + 2·features·H (∇W₁) + 3·2·H·classes."""
+    return 2 * features * hidden * 2 + 3 * 2 * hidden * classes
+
+
+def load_data(config: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(X [N, features], y [N], source): MNIST's training split (first N rows) or random."""
+    if config.data != "random" and (config.features, config.classes) == (784, 10):
+        try:
+            from coarsegrad.data import prepare_dataset
+
+            splits = prepare_dataset("mnist")
+            if splits.x_train.shape[0] >= config.samples:
+                return (splits.x_train[:config.samples].contiguous(),
+                        splits.y_train[:config.samples].contiguous(), "mnist")
+        except (ImportError, ValueError, OSError):
+            if config.data == "mnist":
+                raise
+    elif config.data == "mnist":
+        raise ConfigError("data", "mnist needs features=784 and classes=10")
+    gen = torch.Generator().manual_seed(config.seed)
+    X = torch.randn(config.samples, config.features, generator=gen)
+    y = torch.randint(0, config.classes, (config.samples,), generator=gen)
+    return X, y, "random"
+
+
+def sgemm_gflops(n: int, repeats: int) -> float:
+    """Median rate of C = A·B for n×n float32 matrices, in GFLOP/s (2n³ FLOP)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    out = torch.empty(n, n)
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        if i:  # the first call is the warm-up
+            times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def data_path_seconds(X: torch.Tensor, y: torch.Tensor, batch: int, steps: int, seed: int) -> float:
+    """One epoch's data path as :func:`~coarsegrad.train.train`'s fast path runs it:
+    a permutation, then per step an ``index_select`` of the rows of X and y into buffers."""
+    gen = torch.Generator().manual_seed(seed)
+    xbuf, ybuf = torch.empty(batch, X.shape[1], dtype=X.dtype), torch.empty(batch, dtype=y.dtype)
+    start = time.perf_counter()
+    order, position = torch.randperm(X.shape[0], generator=gen), 0
+    for _ in range(steps):
+        if position + batch > X.shape[0]:
+            order, position = torch.randperm(X.shape[0], generator=gen), 0
+        idx = order[position:position + batch]
+        position += batch
+        torch.index_select(X, 0, idx, out=xbuf[:idx.shape[0]])
+        torch.index_select(y, 0, idx, out=ybuf[:idx.shape[0]])
+    return time.perf_counter() - start
+
+
+def _ours(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: int, *, fast: bool = True,
+          full_batch: bool = False) -> Callable[[], float]:
+    """A closure running one epoch (or one full-batch step) of coarsegrad.train; returns seconds."""
+    gen = torch.Generator().manual_seed(config.seed)
+    model = MLP(X.shape[1], hidden, config.classes, config.bits, ste="clipped_relu", generator=gen)
+    if full_batch:
+        cfg = TrainConfig(optimizer="momentum", lr=config.lr, steps=1, stop_at_perfect=False, fast=fast)
+    else:
+        cfg = TrainConfig(optimizer="momentum", lr=config.lr, batch_size=config.batch_size, epochs=1,
+                          stop_at_perfect=False, log_every=10**9, fast=fast)
+    return lambda: train(model, X, y, cfg).seconds
+
+
+def _median_rounds(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, dict]:
+    """Warm up every variant once, then ``repeats`` round-robin rounds; median and all times."""
+    for run in variants.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            times[name].append(run())
+    return {name: {"median_s": statistics.median(ts), "times_s": ts} for name, ts in times.items()}
+
+
+def measure_hidden(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: int) -> dict:
+    """Every variant at one H: medians, ratios and rates."""
+    alpha = optimal_alpha(config.bits)
+    gen_seed = config.seed
+    plain = lambda model: PlainEpoch(model, X, y, config.batch_size, config.lr, gen_seed)  # noqa: E731
+    variants: dict[str, Callable[[], float]] = {
+        "ours": _ours(config, X, y, hidden),
+        "ours_autograd": _ours(config, X, y, hidden, fast=False),
+        "float_relu": plain(float_model(X.shape[1], hidden, config.classes, gen_seed)),
+        "autograd_ste": plain(ste_model(X.shape[1], hidden, config.classes, config.bits, alpha, "function", gen_seed)),
+        "detach_ste": plain(ste_model(X.shape[1], hidden, config.classes, config.bits, alpha, "detach", gen_seed)),
+        "full_batch_step": _ours(config, X, y, hidden, full_batch=True),
+    }
+    skipped = {}
+    if config.brevitas:
+        act = brevitas_relu(config.bits)
+        if act is None:
+            skipped["brevitas"] = "brevitas is not installed (pip install 'coarsegrad[bench]')"
+        else:
+            variants["brevitas"] = plain(float_model(X.shape[1], hidden, config.classes, gen_seed, act))
+    result = _median_rounds(variants, config.repeats)
+    steps = math.ceil(X.shape[0] / config.batch_size)
+    data_s = statistics.median(data_path_seconds(X, y, config.batch_size, steps, config.seed + i)
+                               for i in range(config.repeats + 1))
+    ours = result["ours"]["median_s"]
+    rows = steps * config.batch_size  # train() runs ⌈N/B⌉ full batches
+    gflops = flops_per_row(X.shape[1], hidden, config.classes) * rows / ours / 1e9
+    ratios = {f"ours/{name}": ours / r["median_s"] for name, r in result.items() if name != "ours"}
+    ratios["full_batch_step/ours"] = result["full_batch_step"]["median_s"] / ours
+    if "brevitas" in result:
+        ratios["brevitas/ours"] = result["brevitas"]["median_s"] / ours
+    return {"hidden": hidden, "variants": result, "skipped": skipped, "ratios": ratios,
+            "ours_gflops": gflops, "data_path_s": data_s, "data_path_share": data_s / ours}
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> dict:
+    """Run every measurement of the module docstring; return the record (without environment)."""
+    log = log or (lambda message: None)
+    X, y, source = load_data(config)
+    log(f"data: {source}, {tuple(X.shape)}; threads: {torch.get_num_threads()}")
+    sgemm = sgemm_gflops(config.sgemm_size, max(3, config.repeats))
+    log(f"sgemm {config.sgemm_size}³: {sgemm:.1f} GFLOP/s")
+    results = []
+    for hidden in config.hidden:
+        log(f"H = {hidden} ...")
+        result = measure_hidden(config, X, y, hidden)
+        result["sgemm_fraction"] = result["ours_gflops"] / sgemm
+        results.append(result)
+    sgemm_after = sgemm_gflops(config.sgemm_size, max(3, config.repeats))
+    return {"config": asdict(config), "data": source, "threads": torch.get_num_threads(),
+            "sgemm_gflops": sgemm, "sgemm_gflops_after": sgemm_after, "results": results,
+            "goals": goals(results)}
+
+
+def goals(results: list[dict]) -> list[dict]:
+    """Each goal with its measured value per H and met / not met."""
+    table = []
+
+    def add(name: str, target: str, values: dict[int, float], ok: Callable[[float], bool]) -> None:
+        if values:
+            table.append({"goal": name, "target": target, "values": values,
+                          "met": all(ok(v) for v in values.values())})
+
+    by_h = {r["hidden"]: r for r in results}
+    add("quantized epoch / float-ReLU epoch", "<= 1.0",
+        {h: r["ratios"]["ours/float_relu"] for h, r in by_h.items()}, lambda v: v <= 1.0)
+    add("Brevitas epoch / quantized epoch", ">= 1.6",
+        {h: r["ratios"]["brevitas/ours"] for h, r in by_h.items() if "brevitas/ours" in r["ratios"]},
+        lambda v: v >= 1.6)
+    add("epoch rate / sgemm rate (H >= 512)", ">= 0.70",
+        {h: r["sgemm_fraction"] for h, r in by_h.items() if h >= 512}, lambda v: v >= 0.70)
+    add("full-batch step / batch epoch", "<= 1.05",
+        {h: r["ratios"]["full_batch_step/ours"] for h, r in by_h.items()}, lambda v: v <= 1.05)
+    add("data path / epoch", "<= 0.03", {h: r["data_path_share"] for h, r in by_h.items()},
+        lambda v: v <= 0.03)
+    return table

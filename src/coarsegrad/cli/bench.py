@@ -1,0 +1,53 @@
+"""``coarsegrad bench``: time quantized training against its baselines in one process.
+
+Prints a table of medians, ratios and the speed goals (met / not met); ``--json FILE``
+also writes the record with the machine description and the load average before and
+after, ``--markdown FILE`` the table. Numbers are only comparable on an otherwise idle machine: check the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from coarsegrad.bench import QUICK, BenchConfig, run_bench
+from coarsegrad.bench_report import format_machine, format_markdown, format_table, load_average, machine
+from coarsegrad.records import atomic_write_json, atomic_write_text
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time quantized training against float and other STE baselines")
+    p.add_argument("--quick", action="store_true", help="small sizes and two repeats (seconds)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the record as JSON")
+    p.add_argument("--markdown", default=None, metavar="FILE", help="write the table as Markdown")
+    p.add_argument("--hidden", type=int, nargs="+", default=None, metavar="H", help="hidden widths")
+    p.add_argument("--samples", type=int, default=None, help="training rows (default 60000)")
+    p.add_argument("--repeats", type=int, default=None, help="timed epochs per variant after a warm-up")
+    p.add_argument("--data", choices=("auto", "mnist", "random"), default=None,
+                   help="auto: MNIST when found, else random data of that shape")
+    p.add_argument("--no-brevitas", action="store_true", help="skip the Brevitas baseline")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    base = QUICK if args.quick else BenchConfig()
+    changes: dict[str, object] = {"brevitas": not args.no_brevitas}
+    for name in ("hidden", "samples", "repeats", "data"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = tuple(value) if name == "hidden" else value
+    config = dataclasses.replace(base, **changes)
+    record: dict = {"command": " ".join(["coarsegrad"] + sys.argv[1:]), "machine": machine()}
+    record.update(run_bench(config, log=lambda message: print(message, file=sys.stderr, flush=True)))
+    record["loadavg_after"] = load_average()
+    print(format_table(record))
+    print()
+    print(format_machine(record))
+    if args.json:
+        atomic_write_json(args.json, record)
+        print(f"wrote {args.json}")
+    if args.markdown:
+        atomic_write_text(args.markdown, format_markdown(record))
+        print(f"wrote {args.markdown}")
+    return 0

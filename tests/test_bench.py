@@ -1,0 +1,52 @@
+"""`coarsegrad bench`: structure of the record and the table (tiny sizes, no timing asserts)."""
+
+import json
+
+import pytest
+
+from coarsegrad.bench import BenchConfig, flops_per_row, run_bench
+from coarsegrad.bench_report import format_table
+from coarsegrad.cli.main import main
+from coarsegrad.errors import ConfigError
+
+TINY = BenchConfig(hidden=(8, 16), samples=200, batch_size=64, repeats=1, sgemm_size=32, data="random",
+                   brevitas=False)
+
+
+def test_flops_per_row_matches_the_stated_count():
+    assert flops_per_row(784, 512, 10) == 3196 * 512
+
+
+def test_run_bench_record_structure():
+    record = run_bench(TINY)
+    assert [r["hidden"] for r in record["results"]] == [8, 16]
+    for r in record["results"]:
+        assert {"ours", "ours_autograd", "float_relu", "autograd_ste", "detach_ste",
+                "full_batch_step"} <= set(r["variants"])
+        assert all(v["median_s"] > 0 and len(v["times_s"]) == 1 for v in r["variants"].values())
+        assert r["ratios"]["ours/float_relu"] > 0 and 0 < r["data_path_share"]
+        assert r["skipped"] == {}  # brevitas=False: not attempted
+    goals = {g["goal"]: g for g in record["goals"]}
+    assert "quantized epoch / float-ReLU epoch" in goals
+    assert all(isinstance(g["met"], bool) for g in goals.values())
+    table = format_table(record)
+    assert "plain PyTorch, float ReLU" in table and ("met" in table)
+
+
+def test_cli_bench_writes_json_and_markdown(tmp_path, capsys):
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    code = main(["bench", "--quick", "--hidden", "8", "--samples", "200", "--repeats", "1",
+                 "--data", "random", "--no-brevitas", "--json", str(out), "--markdown", str(md)])
+    assert code == 0
+    assert "| goal | target |" in md.read_text() and "Command:" in md.read_text()
+    record = json.loads(out.read_text())
+    assert record["machine"]["cpu_count"] >= 1 and "environment" in record["machine"]
+    assert record["config"]["hidden"] == [8] and record["results"][0]["hidden"] == 8
+    assert "goal" in capsys.readouterr().out
+
+
+def test_bench_config_is_validated():
+    with pytest.raises(ConfigError, match="^hidden"):
+        BenchConfig(hidden=())
+    with pytest.raises(ConfigError, match="^data"):
+        BenchConfig(data="cifar")
