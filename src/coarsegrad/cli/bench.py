@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from coarsegrad.bench import QUICK, BenchConfig, run_bench
 from coarsegrad.bench_report import format_machine, format_markdown, format_table, load_average, machine
@@ -27,10 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", choices=("auto", "mnist", "random"), default=None,
                    help="auto: MNIST when found, else random data of that shape")
     p.add_argument("--no-brevitas", action="store_true", help="skip the Brevitas baseline")
+    p.add_argument("--inference", nargs="+", default=None, metavar="RUN_DIR",
+                   help="instead: inference throughput of trained MNIST runs (fp32 PyTorch, fp32 ONNX, "
+                        "int8 ONNX) on the test set; needs the export extra")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.inference:
+        return run_inference(args)
     base = QUICK if args.quick else BenchConfig()
     changes: dict[str, object] = {"brevitas": not args.no_brevitas}
     for name in ("hidden", "samples", "repeats", "data"):
@@ -50,4 +56,30 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         atomic_write_text(args.markdown, format_markdown(record))
         print(f"wrote {args.markdown}")
+    return 0
+
+
+def run_inference(args: argparse.Namespace) -> int:
+    """Samples/s of each inference variant for each run (``coarsegrad.export.bench``)."""
+    import torch
+
+    from coarsegrad.checkpoint import load_checkpoint
+    from coarsegrad.data import prepare_dataset
+    from coarsegrad.export.bench import inference_benchmark
+
+    splits = prepare_dataset("mnist")
+    x, y = splits.x_test.numpy(), splits.y_test.numpy()
+    lo_hi = ((0.0 - splits.mean) / splits.std, (1.0 - splits.mean) / splits.std)
+    rows = []
+    for run_dir in args.inference:
+        path = Path(run_dir) / "model.safetensors" if Path(run_dir).is_dir() else Path(run_dir)
+        model, _ = load_checkpoint(path)
+        result = inference_benchmark(model, x, y, input_range=lo_hi, repeats=args.repeats or 5)
+        rows.append({"run": run_dir, **result})
+        print(f"{run_dir}: H={result['hidden']} " + " ".join(
+            f"{name}={result[name]['samples_per_s']:,.0f}/s" for name in ("torch_fp32", "onnx_fp32", "onnx_int8"))
+            + f" int8/fp32={result['speedup_onnx_int8_vs_torch_fp32']:.2f}x")
+    if args.json:
+        atomic_write_json(args.json, {"machine": machine(), "threads": torch.get_num_threads(), "runs": rows})
+        print(f"wrote {args.json}")
     return 0
