@@ -9,7 +9,8 @@ images. Time = the training loop (History.seconds) of each seed; the recipe meet
 target when the mean test accuracy over the seeds is >= 98.0%. ``--curve`` also
 evaluates after every epoch (a separate run per epoch count is not needed: the cosine
 schedule is fixed by ``--epochs``, so the curve shows where 98% is first crossed).
-Needs MNIST (``coarsegrad data``; ``$COARSEGRAD_DATA``).
+Needs MNIST (``coarsegrad data``; ``$COARSEGRAD_DATA``). ``--report A.json B.json …`` prints
+a Markdown table of earlier records instead of training.
 """
 
 from __future__ import annotations
@@ -51,6 +52,22 @@ def run_seed(splits, args, seed: int) -> dict:
             "test_loss": test_loss, "train_acc_last_epoch": history.train_acc[-1], "curve": curve}
 
 
+def report(paths: list[str]) -> str:
+    """A Markdown table of time-to-accuracy records (one row per record)."""
+    lines = ["| recipe | seeds | test acc mean ± std (min) | seeds ≥ target | train s mean ± std | load before |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for path in paths:
+        rec = json.loads(Path(path).read_text())
+        r, s = rec["recipe"], rec["summary"]
+        hits = sum(run["test_acc"] >= s["target"] for run in rec["runs"])
+        recipe = (f"H={r['hidden']}, {r['bits']}-bit {r['ste']}, {r['optimizer']} lr {r['lr']} {r['schedule']}, "
+                  f"batch {r['batch']}, {r['epochs']} epochs")
+        lines.append(f"| {recipe} | {s['n_seeds']} | {100 * s['test_acc_mean']:.2f} ± {100 * s['test_acc_std']:.2f} "
+                     f"({100 * s['test_acc_min']:.2f}) | {hits}/{s['n_seeds']} | {s['train_seconds_mean']:.2f} ± "
+                     f"{s['train_seconds_std']:.2f} | {rec['loadavg_before'][0]:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hidden", type=int, default=1024)
@@ -66,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", type=float, default=0.98)
     p.add_argument("--curve", action="store_true", help="also evaluate after every epoch (slower)")
     p.add_argument("--out", default=None, help="write the record as JSON")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON", help="print a table of records")
     args = p.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
     load_before = load_average()
     splits = prepare_dataset("mnist")
     runs = []
