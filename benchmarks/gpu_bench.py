@@ -47,7 +47,7 @@ class Trainer:
         self.grads = [torch.zeros_like(p) for p in self.params]
         self.bufs = [torch.zeros_like(p) for p in self.params]
         self.alpha = optimal_alpha(2)
-        self.quant = EagerQuantizer(2, self.alpha, get_ste("clipped_relu"), torch.float32)
+        self.quant = EagerQuantizer(2, self.alpha, get_ste("clipped_relu"), torch.float32, dev)
         self.X, self.y, self.lr, self.precision = X, y, torch.tensor(lr, device=dev), precision
         self.Xlow = X.to(torch.bfloat16) if precision == "bf16" else X
         self.xb = torch.empty(rows, X.shape[1], device=dev, dtype=self.Xlow.dtype)
@@ -171,7 +171,7 @@ def activation_bench(n, repeats, device, cuda):
     alpha, ste = optimal_alpha(2), get_ste("clipped_relu")
     h, codes, scratch = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
     flags = torch.empty(n, dtype=torch.uint8, device=device)
-    eager = EagerQuantizer(2, alpha, ste, torch.float32)
+    eager = EagerQuantizer(2, alpha, ste, torch.float32, device)
 
     def relu():
         y = torch.relu(x)

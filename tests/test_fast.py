@@ -49,6 +49,31 @@ def test_eager_codes_equal_staircase_codes_at_every_boundary(dtype, bits, alpha)
         assert torch.equal(grad[0][finite], cg.get_ste(ste).dmu(x, bits, alpha)[finite])
 
 
+def test_boundary_cases_cover_every_kernel_path():
+    paths = {EagerQuantizer(bits, alpha, cg.get_ste("relu"), dtype).path
+             for bits in (1, 2, 4) for alpha in (0.3, 3.7) for dtype in (torch.float32, torch.float64)}
+    assert paths == {"ceil", "count", "correct"}
+
+
+@pytest.mark.parametrize("bits,alpha", [(2, None), (2, 0.3), (4, None)])
+@pytest.mark.parametrize("ste", STES)
+def test_eager_quantizer_in_several_row_blocks(bits, alpha, ste):
+    # 300 × 1024 elements span three BLOCK_ELEMENTS blocks; the last one is partial
+    from coarsegrad.fast_kernels import BLOCK_ELEMENTS
+
+    alpha = cg.optimal_alpha(bits) if alpha is None else alpha
+    gen = torch.Generator().manual_seed(bits)
+    x = torch.randn(300, 1024, generator=gen) * (2**bits - 1) * alpha
+    assert x.numel() > 2 * BLOCK_ELEMENTS
+    quant = EagerQuantizer(bits, alpha, cg.get_ste(ste), torch.float32)
+    h, codes, scratch = x.clone(), torch.empty_like(x), torch.empty_like(x)
+    factor = quant.forward(h, codes, scratch)
+    assert torch.equal(codes, cg.staircase_codes(x, bits, alpha))
+    grad = torch.ones_like(x)
+    quant.backward(grad, codes, scratch, factor)
+    assert torch.equal(grad, cg.get_ste(ste).dmu(x, bits, alpha))
+
+
 def test_codes_fix_the_rounding_of_x_over_alpha():
     # inputs exactly at fl(kα) where fl(x/α) lands on the other side of k
     alpha, bits = 0.1, 4
@@ -152,3 +177,15 @@ def test_fast_path_keeps_working_with_batchnorm_models_via_autograd():
     net = cg.MLP(40, 16, 4, batchnorm=True, generator=torch.Generator().manual_seed(0))
     history = cg.train(net, X, y, cg.TrainConfig(steps=2, batch_size=32, stop_at_perfect=False))
     assert history.steps_run == 2
+
+
+def test_check_data_accepts_finite_data_whose_sum_overflows():
+    from coarsegrad.train import check_data
+
+    X = torch.full((4, 3), 3e38)  # every entry finite, the float32 sum is inf
+    y = torch.tensor([0, 1, 0, 1])
+    check_data(X, y)
+    for bad in (math.nan, math.inf, -math.inf):
+        X[1, 2] = bad
+        with pytest.raises(cg.DataError, match="^X"):
+            check_data(X, y)

@@ -53,7 +53,8 @@ def _fmt(value: float) -> str:
 
 
 def format_table(record: dict) -> str:
-    """Medians (seconds) per variant and H, the ratios, and the goals marked met / not met."""
+    """Medians (seconds) per variant and H, the paired ratios to ours, and the goals
+    marked met / not met."""
     results = record["results"]
     hs = [r["hidden"] for r in results]
     names = [n for n in VARIANT_LABELS if any(n in r["variants"] for r in results)]
@@ -62,9 +63,13 @@ def format_table(record: dict) -> str:
     lines = [head, "|" + " --- |" * (1 + 2 * len(hs))]
     for name in names:
         cells = [_fmt(r["variants"][name]["median_s"]) if name in r["variants"] else "—" for r in results]
-        ratio = [_fmt(r["variants"][name]["median_s"] / r["variants"]["ours"]["median_s"])
-                 if name in r["variants"] else "—" for r in results]
+        ratio = [_fmt(r["variants"][name]["ratio_to_ours"]) if name in r["variants"] else "—" for r in results]
         lines.append(f"| {VARIANT_LABELS[name]} | " + " | ".join(cells) + " | " + " | ".join(ratio) + " |")
+    if any("brevitas" in r["variants"] for r in results):
+        lines.append("| Brevitas, first epoch (statistics phase) | " + " | ".join(
+            _fmt(r["variants"]["brevitas"]["warmup_s"][0]) if "brevitas" in r["variants"] else "—" for r in results)
+            + " | " + " | ".join(_fmt(r["ratios"]["brevitas_first_epoch/ours"]) if "brevitas" in r["variants"]
+                                 else "—" for r in results) + " |")
     lines.append("| data path (permutation + gathers) | " + " | ".join(_fmt(r["data_path_s"]) for r in results)
                  + " | " + " | ".join(f"{100 * r['data_path_share']:.1f}%" for r in results) + " |")
     lines.append("| ours GFLOP/s (3196·H per row) | " + " | ".join(_fmt(r["ours_gflops"]) for r in results)
@@ -103,6 +108,7 @@ def format_markdown(record: dict) -> str:
         format_machine(record), "",
         f"Workload: MLP {cfg['features']} → H → {cfg['classes']}, {cfg['bits']}-bit staircase, clipped-ReLU STE, "
         f"SGD momentum 0.9 (lr {cfg['lr']}), batch {cfg['batch_size']}, one epoch over {cfg['samples']} rows "
-        f"({record['data']} data). Seconds are medians of {cfg['repeats']} round-robin repeats after a "
-        "warm-up epoch, training loop only.", "",
+        f"({record['data']} data). Seconds are medians of {cfg['repeats']} rounds (each variant once per "
+        "round, in a shuffled order) after a warm-up epoch, training loop only; a ratio is the median "
+        "over rounds of the two variants' times in the same round.", "",
         format_table(record), ""])

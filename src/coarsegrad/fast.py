@@ -73,7 +73,7 @@ class FastStep:
         hidden = layout.w1.shape[0]
         self.layout, self.chunk = layout, min(chunk_size, max(CACHE_ROWS, CACHE_ELEMENTS // hidden))
         act = layout.act
-        self.quant = EagerQuantizer(act.bits, act.alpha, act.ste, layout.w1.dtype)
+        self.quant = EagerQuantizer(act.bits, act.alpha, act.ste, layout.w1.dtype, layout.w1.device)
         self.alpha = act.alpha
         self.grads = [(p, torch.empty_like(p, memory_format=torch.contiguous_format))
                       for p in (layout.w1, layout.b1, layout.w2, layout.b2) if _trainable(p)]

@@ -6,17 +6,21 @@ Forward, for pre-activations h, codes c and the STE factor m:
     m = μ′(h)      (clipped ReLU: 1{0 < h ≤ q}; relu: 1{h > 0}; identity: 1)
 
 Backward is dh = dσ ⊙ m. ``c`` equals :func:`~coarsegrad.quantizer.staircase_codes`
-bit for bit: the same thresholds fl(jα), made by the same ``code * alpha`` product, so
-σ(fl(kα)) = fl(kα), and NaN stays NaN (so a diverged run still shows a NaN loss).
-L ≤ 3 (b ≤ 2) counts the thresholds directly (1{h > 0} = ⌈clip(h, 0, 1)⌉), 2L passes.
-L > 3 computes c in ten passes:
+bit for bit (the same thresholds fl(jα), made by the same ``code * alpha`` product),
+so σ(fl(kα)) = fl(kα), and NaN stays NaN (a diverged run still shows a NaN loss).
+Three exact paths, the first that applies:
 
-1. u = clip(h, 0, t⁺) with t⁺ the float just above t_{L−1}: u > t_j ⇔ h > t_j for
-   every j ≤ L−1, and now 0 ≤ u < t_L.
-2. c₀ = ⌈u/α⌉ ∈ [0, L] is within one of c (|fl(t_j/α) − j| ≤ 2^{−23}·j).
-3. c₁ = c₀ − 1{t_{c₀−1} ≥ u} (never fires at c₀ = 0: t_{−1} = −α < u);
-   c = c₁ + 1{t_{c₁} < u} (never fires at c₁ = L: t_L > u). At most one of the two
-   fires, and together they take c₀ ∈ {c−1, c, c+1} to c.
+* ``ceil`` (3 passes): c = clip(⌈fl(h/α)⌉, 0, L), when :func:`ceil_is_exact` proves it
+  for this (b, α, dtype) — b = 2 with the default α is such a case;
+* ``count`` (L ≤ 3, 2L passes): c = Σ_j 1{h > t_j}, with 1{h > 0} = ⌈clip(h, 0, 1)⌉;
+* ``correct`` (10 passes), for any L:
+
+  1. u = clip(h, 0, t⁺) with t⁺ the float just above t_{L−1}: u > t_j ⇔ h > t_j for
+     every j ≤ L−1, and now 0 ≤ u < t_L.
+  2. c₀ = ⌈u/α⌉ ∈ [0, L] is within one of c (|fl(t_j/α) − j| ≤ 2^{−23}·j).
+  3. c₁ = c₀ − 1{t_{c₀−1} ≥ u} (never fires at c₀ = 0: t_{−1} = −α < u);
+     c = c₁ + 1{t_{c₁} < u} (never fires at c₁ = L: t_L > u). At most one of the two
+     fires, and together they take c₀ ∈ {c−1, c, c+1} to c.
 
 Measured on a 2-core AVX-512 CPU (torch 2.13): comparisons that write float are ~4×
 faster than ones that write bool, and ``x *= mask`` is ~4× faster for a uint8 than
@@ -34,6 +38,8 @@ import torch
 from coarsegrad.quantizer import num_levels
 from coarsegrad.ste import BUILTIN_STES, STE
 
+BLOCK_ELEMENTS = 1 << 17
+
 
 def _threshold(k: int, alpha: float, dtype: torch.dtype) -> float:
     """t_k = fl(k·α), computed by the same op as ``staircase_codes`` (``code * alpha``)."""
@@ -47,30 +53,50 @@ def kernel_alpha_ok(bits: int, alpha: float, dtype: torch.dtype) -> bool:
     return info.tiny <= alpha and math.isfinite(top) and top < info.max
 
 
-def _range_mode(ste: STE, levels: int) -> str | None:
-    """How the built-in indicator STEs get m from the codes (None: keep a mask).
+def ceil_is_exact(bits: int, alpha: float, dtype: torch.dtype, device: torch.device | str = "cpu") -> bool:
+    """True when clip(⌈fl(h/α)⌉, 0, L) = c(h) for every h of ``dtype`` (NaN included).
 
-    identity: m = 1; relu: m = 1{h > 0} = 1{c ≥ 1}; clipped_relu (L ≤ 3): m = 1{c ≥ 1} −
-    1{h > q}, the flag 1{h > q} left in the work buffer by the forward."""
+    fl(h/α) is monotone in h, so it suffices that fl(t_j/α) ≤ j and fl(t_j⁺/α) > j at
+    every threshold (t⁺: the next float up), checked with the same division op on the
+    same device (CUDA divides by a scalar as a product with its reciprocal, the CPU does
+    not), on a length that runs both the vectorised body and the scalar tail."""
+    levels = num_levels(bits)
+    t = torch.tensor([_threshold(j, alpha, dtype) for j in range(levels)], dtype=dtype, device=device)
+    up = torch.nextafter(t, torch.tensor(math.inf, dtype=dtype, device=device))
+    j = torch.arange(levels, dtype=dtype, device=device)
+    reps = 67  # 67·L is no multiple of any vector width: every threshold lands in the tail too
+    at, above = (torch.div(v.repeat(reps), alpha).view(reps, levels) for v in (t, up))
+    return bool((at <= j).all() and (above > j).all())
+
+
+def _range_mode(ste: STE, keeps_h: bool) -> str | None:
+    """How the built-in indicator STEs get m without a bool mask (None: keep one).
+
+    identity: m = 1; relu: m = 1{h > 0} = min(c, 1); clipped_relu: m = min(c, 1) − 1{h > q},
+    written as float into the work buffer right after the codes (both still in cache),
+    when the forward path keeps h."""
     if BUILTIN_STES.get(ste.name) is not ste:
         return None
     return {"identity": "all", "relu": "positive"}.get(ste.name) or (
-        "clipped" if ste.name == "clipped_relu" and levels <= 3 else None)
+        "clipped" if ste.name == "clipped_relu" and keeps_h else None)
 
 
 class EagerQuantizer:
-    """σ codes and the STE factor with eager in-place ops (module docstring), using
-    float-valued comparisons (PyTorch's bool-producing CPU kernels are several times
-    slower). For L ≤ 3 the codes are counted directly, c = Σ_j 1{h > t_j}. The
-    built-in indicator STEs keep no mask: backward reads m off the codes (a range
-    test) and, for clipped_relu, a flag in the work buffer. Other indicator STEs keep
-    a bool mask (one byte per element), the rest μ′(h)."""
+    """σ codes and the STE factor with eager in-place ops, by one of three exact paths
+    (module docstring): ``ceil`` (3 passes, when :func:`ceil_is_exact`), ``count``
+    (L ≤ 3) or ``correct``. Comparisons write float (PyTorch's bool-producing CPU
+    kernels are several times slower). The built-in indicator STEs get m from a range
+    test on the codes (and 1{h > q}) as float in the work buffer, the step's own
+    workspace; other indicator STEs keep a bool mask (one byte per element), the rest
+    μ′(h)."""
 
-    def __init__(self, bits: int, alpha: float, ste: STE, dtype: torch.dtype) -> None:
+    def __init__(self, bits: int, alpha: float, ste: STE, dtype: torch.dtype,
+                 device: torch.device | str = "cpu") -> None:
         self.bits, self.alpha, self.ste = bits, alpha, ste
         self.q = (2**bits - 1) * alpha  # as in StaircaseSTEFunction
         self.levels = num_levels(bits)
-        self.mode = _range_mode(ste, self.levels)
+        self.path = "ceil" if ceil_is_exact(bits, alpha, dtype, device) else ("count" if self.levels <= 3 else "correct")
+        self.mode = _range_mode(ste, keeps_h=self.path != "correct")
         self.thresholds = [_threshold(k, alpha, dtype) for k in range(self.levels)]
         below = torch.tensor(self.thresholds[-1], dtype=dtype)
         self.top = float(torch.nextafter(below, torch.tensor(math.inf, dtype=dtype)))
@@ -82,34 +108,44 @@ class EagerQuantizer:
         return self.ste.dmu(h, self.bits, self.alpha)
 
     def forward(self, h: torch.Tensor, codes: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor | None:
-        """Write c into ``codes``; return m, or None when :meth:`backward` derives it
-        from ``codes`` and ``scratch`` (keep both until then). ``h`` may be overwritten."""
+        """Write c into ``codes``; return m, or None when m is left in ``scratch`` (keep
+        it until :meth:`backward`; identity: m = 1). ``h`` is overwritten. Rows go in
+        blocks of about BLOCK_ELEMENTS on the CPU so the passes after the first hit cache."""
         factor = None if self.mode else self.factor(h)
-        if self.levels <= 3:
+        rows = max(1, h.shape[0])
+        if h.device.type == "cpu" and h.dim() > 1:  # a GPU has no such cache to keep: one block
+            rows = max(1, BLOCK_ELEMENTS // max(1, math.prod(h.shape[1:])))
+        for start in range(0, h.shape[0], rows):
+            end = start + rows
+            self._forward_block(h[start:end], codes[start:end], scratch[start:end])
+        return factor
+
+    def _forward_block(self, h: torch.Tensor, codes: torch.Tensor, scratch: torch.Tensor) -> None:
+        alpha = self.alpha
+        if self.path == "ceil":
+            torch.div(h, alpha, out=codes).ceil_().clamp_(0.0, float(self.levels))
+        elif self.path == "count":
             torch.clamp(h, 0.0, 1.0, out=codes).ceil_()  # 1{h > 0}, NaN kept as staircase_codes does
             for t in self.thresholds[1:]:
                 codes.add_(torch.gt(h, t, out=scratch))
+        else:
+            u = h.clamp_(0.0, self.top)
+            torch.div(u, alpha, out=codes).ceil_()
+            torch.sub(codes, 1.0, out=scratch).mul_(alpha)
+            codes.sub_(torch.ge(scratch, u, out=scratch))
+            torch.mul(codes, alpha, out=scratch)
+            codes.add_(torch.lt(scratch, u, out=scratch))
+        if self.mode in ("positive", "clipped"):  # m while h and c are in cache; h is free now
+            torch.clamp(codes, max=1.0, out=scratch)  # 1{h > 0} = 1{c ≥ 1}
             if self.mode == "clipped":
-                torch.gt(h, self.q, out=scratch)
-            return factor
-        alpha = self.alpha
-        u = h.clamp_(0.0, self.top)
-        torch.div(u, alpha, out=codes).ceil_()
-        torch.sub(codes, 1.0, out=scratch).mul_(alpha)
-        codes.sub_(torch.ge(scratch, u, out=scratch))
-        torch.mul(codes, alpha, out=scratch)
-        codes.add_(torch.lt(scratch, u, out=scratch))
-        return factor
+                scratch.sub_(torch.gt(h, self.q, out=h))
 
     def backward(self, grad: torch.Tensor, codes: torch.Tensor, scratch: torch.Tensor,
                  factor: torch.Tensor | None) -> torch.Tensor:
-        """dh = dσ ⊙ m, in place in ``grad``; may overwrite ``codes`` (a bool m is read
-        as uint8: same bytes, a faster kernel)."""
+        """dh = dσ ⊙ m, in place in ``grad`` (a bool m is read as uint8: same bytes, a
+        faster kernel)."""
         if factor is not None:
             return grad.mul_(factor.view(torch.uint8) if factor.dtype == torch.bool else factor)
         if self.mode == "all":
             return grad
-        mask = codes.clamp_(max=1.0)
-        if self.mode == "clipped":
-            mask.sub_(scratch)
-        return grad.mul_(mask)
+        return grad.mul_(scratch)
