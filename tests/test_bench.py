@@ -26,11 +26,22 @@ def test_run_bench_record_structure():
         assert all(v["median_s"] > 0 and len(v["times_s"]) == 1 for v in r["variants"].values())
         assert r["ratios"]["ours/float_relu"] > 0 and 0 < r["data_path_share"]
         assert r["skipped"] == {}  # brevitas=False: not attempted
+        assert r["data_path_over_copy"] == pytest.approx(r["data_path_s"] / record["dataset_copy_s"])
+    assert record["dataset_copy_s"] > 0
     goals = {g["goal"]: g for g in record["goals"]}
     assert "quantized epoch / float-ReLU epoch" in goals
     assert all(isinstance(g["met"], bool) for g in goals.values())
     table = format_table(record)
     assert "plain PyTorch, float ReLU" in table and ("met" in table)
+    assert "one plain copy of X" in table
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    from coarsegrad.bench import paired_ratio
+
+    # per-round ratios 1, 2, 1 give 1; the ratio of the medians (4 / 2) would give 2
+    assert paired_ratio([1.0, 4.0, 9.0], [1.0, 2.0, 9.0]) == 1.0
+    assert paired_ratio([2.0, 6.0], [1.0, 2.0]) == 2.5
 
 
 def test_cli_bench_writes_json_and_markdown(tmp_path, capsys):

@@ -115,6 +115,19 @@ def sgemm_gflops(n: int, repeats: int) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def dataset_copy_seconds(X: torch.Tensor, repeats: int) -> float:
+    """Median time of one plain copy of all of X into a preallocated tensor: the floor
+    for any data path that moves every row once per epoch (a reshuffle does)."""
+    out = torch.empty_like(X)
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        out.copy_(X)
+        if i:  # the first call is the warm-up (and faults the pages of ``out`` in)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def data_path_seconds(X: torch.Tensor, y: torch.Tensor, batch: int, steps: int, seed: int) -> float:
     """One epoch's data path as :func:`~coarsegrad.train.train`'s fast path runs it:
     a permutation, then per step an ``index_select`` of the rows of X and y into buffers."""
@@ -222,8 +235,13 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
         result["sgemm_fraction"] = result["ours_gflops"] / sgemm
         results.append(result)
     sgemm_after = sgemm_gflops(config.sgemm_size, max(3, config.repeats))
+    copy_s = dataset_copy_seconds(X, max(3, config.repeats))
+    log(f"one copy of X: {copy_s * 1e3:.2f} ms")
+    for result in results:
+        result["data_path_over_copy"] = result["data_path_s"] / copy_s
     return {"config": asdict(config), "data": source, "threads": torch.get_num_threads(),
-            "sgemm_gflops": sgemm, "sgemm_gflops_after": sgemm_after, "results": results,
+            "sgemm_gflops": sgemm, "sgemm_gflops_after": sgemm_after, "dataset_copy_s": copy_s,
+            "results": results,
             "goals": goals(results)}
 
 
