@@ -73,7 +73,7 @@ def format_table(record: dict) -> str:
     lines.append("| data path (permutation + gathers) | " + " | ".join(_fmt(r["data_path_s"]) for r in results)
                  + " | " + " | ".join(f"{100 * r['data_path_share']:.1f}%" for r in results) + " |")
     if "dataset_copy_s" in record:  # records from before this measurement lack it
-        lines.append("| one plain copy of X (the floor of any reshuffle) | "
+        lines.append("| one plain copy of X (memory-bandwidth reference) | "
                      + " | ".join(_fmt(record["dataset_copy_s"]) for _ in results) + " | "
                      + " | ".join(f"data path = {r['data_path_over_copy']:.2f}× copy" for r in results) + " |")
     lines.append("| ours GFLOP/s (3196·H per row) | " + " | ".join(_fmt(r["ours_gflops"]) for r in results)
