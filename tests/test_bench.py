@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from coarsegrad.bench import BenchConfig, flops_per_row, run_bench
@@ -61,3 +62,26 @@ def test_bench_config_is_validated():
         BenchConfig(hidden=())
     with pytest.raises(ConfigError, match="^data"):
         BenchConfig(data="cifar")
+
+
+def test_brevitas_statistics_phase_epochs_lie_inside_its_first_300_steps():
+    from coarsegrad.bench import statistics_phase_epochs
+
+    warm = [10.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    # 59 steps per epoch: epochs 0-4 end by step 295 <= 300; epoch 0 is left out
+    assert statistics_phase_epochs(warm, 59) == [1.0, 2.0, 3.0, 4.0]
+    assert statistics_phase_epochs(warm, 100) == [1.0, 2.0]  # epochs 0-2 end at step 300
+    assert statistics_phase_epochs(warm, 200) == [10.0]  # only epoch 0 starts inside it
+
+
+def test_brevitas_variant_when_installed():
+    pytest.importorskip("brevitas")
+    from dataclasses import replace
+
+    record = run_bench(replace(TINY, hidden=(8,), brevitas=True))
+    r = record["results"][0]
+    steps = 4  # ⌈200 / 64⌉
+    warm = r["variants"]["brevitas"]["warmup_s"]
+    assert len(warm) == -(-300 // steps) + 1  # timed only after its 300 statistics steps
+    assert r["variants"]["brevitas"]["statistics_phase_s"] == pytest.approx(float(np.median(warm[1:300 // steps])))
+    assert "Brevitas, inside its statistics phase" in format_table(record)

@@ -13,8 +13,9 @@ ratio the median over rounds of the two variants' times in that round. Variants:
 * ``autograd_ste``: the same loop with a textbook ``autograd.Function`` STE;
 * ``detach_ste``: the same loop with clip(x) + (σ(x) − clip(x)).detach();
 * ``brevitas``: ``brevitas.nn.QuantReLU(bit_width=b)`` (skipped when not installed),
-  timed after the 300 steps in which its default quantizer collects statistics (the
-  first epoch, inside that phase, is reported too).
+  timed after the 300 steps in which its default quantizer collects statistics; its
+  epochs inside that phase are reported too (the median of the warm-up epochs wholly
+  inside it, the first excluded: it also pays one-time set-up).
 
 Also: the sgemm rate (an n×n float32 matmul, 2n³ FLOP); the epoch's rate, 3196·H FLOP
 per row for 784 → H → 10 (2·(784 + 3·10)·H: forward, ∇W₁, and three products with W₂);
@@ -174,6 +175,14 @@ def _median_rounds(variants: dict[str, Callable[[], float]], repeats: int, seed:
             for name, ts in times.items()}
 
 
+def statistics_phase_epochs(warmup_s: list[float], steps: int) -> list[float]:
+    """Brevitas' warm-up epochs (``steps`` steps each) that lie wholly inside its first
+    BREVITAS_STATS_STEPS steps, without the first epoch (which also pays one-time
+    set-up); the first alone when no other does."""
+    inside = BREVITAS_STATS_STEPS // steps  # epochs 0 … inside − 1 end by that step
+    return warmup_s[1:inside] or warmup_s[:1]
+
+
 def paired_ratio(a: list[float], b: list[float]) -> float:
     """median over rounds i of a_i / b_i: a ratio measured side by side, robust to drift."""
     return statistics.median(x / y for x, y in zip(a, b))
@@ -216,7 +225,9 @@ def measure_hidden(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden
     ratios["full_batch_step/ours"] = result["full_batch_step"]["ratio_to_ours"]
     if "brevitas" in result:
         ratios["brevitas/ours"] = result["brevitas"]["ratio_to_ours"]
-        ratios["brevitas_first_epoch/ours"] = result["brevitas"]["warmup_s"][0] / result["ours"]["median_s"]
+        phase = statistics.median(statistics_phase_epochs(result["brevitas"]["warmup_s"], steps))
+        result["brevitas"]["statistics_phase_s"] = phase
+        ratios["brevitas_statistics_phase/ours"] = phase / ours
     return {"hidden": hidden, "variants": result, "skipped": skipped, "ratios": ratios,
             "ours_gflops": gflops, "data_path_s": data_s, "data_path_share": data_s / ours}
 
@@ -260,9 +271,9 @@ def goals(results: list[dict]) -> list[dict]:
     add("Brevitas epoch (after its 300 statistics steps) / quantized epoch", ">= 1.6",
         {h: r["ratios"]["brevitas/ours"] for h, r in by_h.items() if "brevitas/ours" in r["ratios"]},
         lambda v: v >= 1.6)
-    add("Brevitas first epoch (statistics phase) / quantized epoch", ">= 1.6",
-        {h: r["ratios"]["brevitas_first_epoch/ours"] for h, r in by_h.items()
-         if "brevitas_first_epoch/ours" in r["ratios"]}, lambda v: v >= 1.6)
+    add("Brevitas epoch (inside its statistics phase) / quantized epoch", ">= 1.6",
+        {h: r["ratios"]["brevitas_statistics_phase/ours"] for h, r in by_h.items()
+         if "brevitas_statistics_phase/ours" in r["ratios"]}, lambda v: v >= 1.6)
     add("epoch rate / sgemm rate (H >= 512)", ">= 0.70",
         {h: r["sgemm_fraction"] for h, r in by_h.items() if h >= 512}, lambda v: v >= 0.70)
     add("full-batch step / batch epoch", "<= 1.05",
