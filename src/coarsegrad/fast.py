@@ -143,7 +143,7 @@ class FastStep:
         if _trainable(lay.b2):
             self._add_sum(self._grad_of[id(lay.b2)], g_t, 1, first)
         if _trainable(lay.w1) or _trainable(lay.b1):
-            dh = self.quant.backward(torch.mm(g_t.t(), lay.w2, out=h), codes, self.scratch[:r], factor)
+            dh = self.quant.backward(torch.mm(g_t.t(), lay.w2, out=self.scratch[:r]), h, factor)
             if _trainable(lay.w1):
                 self._grad_of[id(lay.w1)].addmm_(dh.t(), x, beta=beta)
             if _trainable(lay.b1):
