@@ -11,7 +11,7 @@ so σ(fl(kα)) = fl(kα), and NaN stays NaN (a diverged run still shows a NaN lo
 Three exact paths, the first that applies:
 
 * ``ceil`` (3 passes): c = clip(⌈fl(h/α)⌉, 0, L), when :func:`ceil_is_exact` proves it
-  for this (b, α, dtype) — b = 2 with the default α is such a case;
+  for this (b, α, dtype, device) — b = 2 with the default α on the CPU is such a case;
 * ``count`` (L ≤ 3, 2L passes): c = Σ_j 1{h > t_j}, with 1{h > 0} = ⌈clip(h, 0, 1)⌉;
 * ``correct`` (10 passes), for any L:
 
@@ -63,8 +63,8 @@ def ceil_is_exact(bits: int, alpha: float, dtype: torch.dtype, device: torch.dev
 
     fl(h/α) is monotone in h, so it suffices that fl(t_j/α) ≤ j and fl(t_j⁺/α) > j at
     every threshold (t⁺: the next float up), checked with the same division op on the
-    same device (CUDA divides by a scalar as a product with its reciprocal, the CPU does
-    not), on a length that runs both the vectorised body and the scalar tail."""
+    same device (PyTorch's CUDA kernel divides by a CPU scalar as a product with its
+    reciprocal), on a length that runs both the vectorised body and the scalar tail."""
     levels = num_levels(bits)
     t = torch.tensor([_threshold(j, alpha, dtype) for j in range(levels)], dtype=dtype, device=device)
     up = torch.nextafter(t, torch.tensor(math.inf, dtype=dtype, device=device))
