@@ -8,6 +8,8 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Iterable
 
+from coarsegrad.plotting import pyplot, save_png
+
 
 def _group(records: Iterable[dict], *keys: str) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -71,10 +73,7 @@ def accuracy_table(records: list[dict], experiment: str, paper: dict | None = No
 
 def plot_curves(records: list[dict], path: Path, seed: int = 0) -> None:
     """Loss and training accuracy against step, one panel per bits, one line per STE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     chosen = [r for r in records if r.get("curve") and r["seed"] == seed]
     bits = sorted({r["bits"] for r in chosen})
@@ -91,17 +90,12 @@ def plot_curves(records: list[dict], path: Path, seed: int = 0) -> None:
     axes[1][0].set_ylabel("training accuracy")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_mnist_curves(records: list[dict], path: Path) -> None:
     """Test accuracy per epoch (mean over seeds), one panel per bits, one line per STE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     bits = sorted({r["bits"] for r in records if r.get("curve")})
     if not bits:
@@ -118,6 +112,4 @@ def plot_mnist_curves(records: list[dict], path: Path) -> None:
     axes[0][0].set_ylabel("test accuracy %")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)

@@ -23,6 +23,7 @@ from statistics import mean, stdev
 from typing import Any
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.plotting import pyplot, save_png
 from coarsegrad.records import atomic_write_text
 from coarsegrad.sweep.store import TRIALS_FILE, latest_records
 
@@ -78,10 +79,7 @@ def markdown_table(rows: list[dict[str, Any]], axes: list[str]) -> str:
 
 
 def _plot_axis(rows: list[dict[str, Any]], axes: list[str], axis: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     others = [a for a in axes if a != axis]
     hue = next((a for a in others if any(isinstance(r["values"][a], str) for r in rows)), others[0] if others else None)
@@ -116,9 +114,7 @@ def _plot_axis(rows: list[dict[str, Any]], axes: list[str], axis: str, path: Pat
     fig.suptitle(f"success and loss vs {axis}" + (f" (mean over {', '.join(a for a in others if a != hue)} and seeds)"
                                                   if len(others) > 1 else " (mean over seeds)"), fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def summarize(out: str | Path, plots: bool = True) -> Path:

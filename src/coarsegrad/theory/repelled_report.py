@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from coarsegrad.theory.report import _order, _pyplot, _save, fmt, table
+from coarsegrad.plotting import pyplot, save_png
+from coarsegrad.theory.report import _order, fmt, table
 
 
 def mean_std(values: list[float], spec: str = ".4f", scale: float = 1.0) -> str:
@@ -110,7 +111,7 @@ def _curve(rs: list[list[dict]], key: str) -> tuple[list[int], list[float], list
 
 def plot_repelled(records: list[dict], path: Path) -> None:
     """Training loss and test accuracy vs step, per STE (mean ± std over seeds); rows bits, columns η."""
-    plt = _pyplot()
+    plt = pyplot()
     by_run = runs(records)
     bits = sorted({k[0] for k in by_run})
     lrs = sorted({k[1] for k in by_run})
@@ -130,13 +131,12 @@ def plot_repelled(records: list[dict], path: Path) -> None:
                 ax.set_xlabel("SGD step from θ₀")
                 ax.set_ylabel(label)
     axes[0][0].legend(fontsize=7)
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path, bbox_inches="tight")
 
 
 def plot_grad_norms(records: list[dict], path: Path) -> None:
     """‖g_μ‖ before σ at θ₀ per STE (bars, mean ± std), one panel per bits; dashed: ‖g‖ after σ."""
-    plt = _pyplot()
+    plt = pyplot()
     at0 = [r for r in records if r["study"] == "repelled_point" and r["step"] == 0]
     at0 = [r for r in at0 if r["lr"] == at0[0]["lr"]]
     bits = sorted({r["bits"] for r in at0})
@@ -152,5 +152,4 @@ def plot_grad_norms(records: list[dict], path: Path) -> None:
         ax.set_title(f"bits={b}: full-batch coarse gradient at θ₀", fontsize=9)
         ax.set_ylabel("‖g_μ‖ on the first layer")
         ax.legend(fontsize=7)
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path, bbox_inches="tight")

@@ -5,12 +5,11 @@ matplotlib is imported lazily (Agg backend) inside the plot functions.
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from statistics import median
 
-from coarsegrad.records import atomic_write_bytes
+from coarsegrad.plotting import pyplot, save_png
 from coarsegrad.theory.landscape import heatmap_grid, success_rates
 
 
@@ -34,21 +33,6 @@ def _sign(x: float, se: float = 0.0) -> str:
     if abs(x) <= 4 * se + 1e-15:
         return "0"
     return "+" if x > 0 else "−"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _order(records: list[dict], key: str) -> list:
@@ -137,7 +121,7 @@ def angles_markdown(records: list[dict]) -> str:
 
 
 def plot_angles(records: list[dict], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     grid = [r for r in records if r["study"] == "angle_grid"]
     stes, bits = _order(grid, "ste"), sorted(_order(grid, "bits"))
     fig, axes = plt.subplots(2, len(bits), figsize=(4.2 * len(bits), 7), squeeze=False, sharey=True,
@@ -155,8 +139,7 @@ def plot_angles(records: list[dict], path: Path) -> None:
             if j == 0:
                 ax.set_ylabel("cos(E[g_μ], ∂f/∂w)")
     axes[0][0].legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path, bbox_inches="tight")
 
 
 def geometry_markdown(records: list[dict]) -> str:
@@ -190,7 +173,7 @@ def geometry_markdown(records: list[dict]) -> str:
 
 
 def plot_geometry(records: list[dict], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     trace = [r for r in records if r["study"] == "geometry_trace"]
     runs = {(r["bits"], r["ste"], r["units_per_class"], r["lr"], r["seed"]): r
             for r in records if r["study"] == "geometry_run"}
@@ -210,8 +193,7 @@ def plot_geometry(records: list[dict], path: Path) -> None:
         ax.set_xlabel("step (dashed: condition holds for all classes)")
         ax.set_ylabel("training loss")
         ax.legend(fontsize=7)
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path, bbox_inches="tight")
 
 
 def landscape_markdown(records: list[dict]) -> str:
@@ -231,7 +213,7 @@ def landscape_markdown(records: list[dict]) -> str:
 
 
 def plot_landscape(records: list[dict], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     trials = [r for r in records if r["study"] == "landscape_trial"]
     grids = heatmap_grid(success_rates(trials))
     bits = sorted({k[0] for k in grids})
@@ -257,5 +239,4 @@ def plot_landscape(records: list[dict], path: Path) -> None:
             ax.set_ylabel("units per class")
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="success rate")
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path, bbox_inches="tight")
