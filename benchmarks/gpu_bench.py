@@ -135,19 +135,21 @@ class Epoch:
             self._steps()
 
 
+def seconds(fn, cuda):
+    """Seconds of one ``fn()`` call, the device synchronised before and after."""
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def timed(fn, repeats, cuda):
     """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up (synchronised)."""
     fn()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(seconds(fn, cuda) for _ in range(repeats))
 
 
 def compiled_forward(eager):
@@ -275,13 +277,7 @@ def time_to_accuracy(X, y, Xt, yt, hidden, args, precision, cuda, target=0.98):
     epochs = 1 if args.dry_run else args.tta_epochs
     for e in range(epochs):
         trainer.lr.fill_(args.tta_lr * 0.5 * (1 + math.cos(math.pi * e / epochs)))  # cosine per epoch
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        epoch()
-        if cuda:
-            torch.cuda.synchronize()
-        train_s += time.perf_counter() - start
+        train_s += seconds(epoch, cuda)
         history.append(trainer.accuracy(Xt, yt))
         if history[-1] >= target:
             break
