@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from coarsegrad.config import DataConfig, ModelConfig
-from coarsegrad.run import run_training
-from coarsegrad.train import TrainConfig
+from coarsegrad.training.loop import TrainConfig
+from coarsegrad.training.run import run_training
 
 
 def mnist_mlp_run(run_dir: Path, hidden: int, bits: int, epochs: int, seed: int) -> Path:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from coarsegrad.checkpoint import load_checkpoint, save_checkpoint
-from coarsegrad.data import prepare_dataset
-from coarsegrad.datasets import load_dataset
+from coarsegrad.data.datasets import load_dataset
+from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.export import build_onnx, onnx_session, pack_codes, to_integer
 from coarsegrad.export.agreement import agreement, engine_outputs, onnx_outputs
-from coarsegrad.records import atomic_write_json, atomic_write_text, environment
+from coarsegrad.io.checkpoint import load_checkpoint, save_checkpoint
+from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mnist_runs import mnist_mlp_run  # noqa: E402

@@ -4,7 +4,7 @@
     python benchmarks/gpu_bench.py --dry-run                            # tiny sizes, CPU ok
 
 Measures, for MLP 784 → H → 10 with the 2-bit staircase and the clipped-ReLU STE
-(exact codes, :class:`coarsegrad.fast_kernels.EagerQuantizer`), SGD momentum 0.9:
+(exact codes, :class:`coarsegrad.quant.kernels.EagerQuantizer`), SGD momentum 0.9:
 
 1. one batch-1024 epoch at H = 512 (⌊N/1024⌋ steps captured as ONE CUDA graph: gather,
    forward, backward, momentum update), fp32 / tf32 / bf16 matmuls, median of repeats;
@@ -33,8 +33,8 @@ import torch
 from torch.nn import functional as F
 
 from coarsegrad import get_ste, optimal_alpha, quantized_relu, staircase_codes
-from coarsegrad.fast_kernels import EagerQuantizer
-from coarsegrad.models import make_linear
+from coarsegrad.models.networks import make_linear
+from coarsegrad.quant.kernels import EagerQuantizer
 
 
 class Trainer:
@@ -211,7 +211,7 @@ def activation_bench(n, repeats, device, cuda):
 
 def load_data(device, samples):
     try:
-        from coarsegrad.data import prepare_dataset
+        from coarsegrad.data.splits import prepare_dataset
 
         s = prepare_dataset("mnist", device=device)
         return s.x_train[:samples].contiguous(), s.y_train[:samples].contiguous(), s.x_test, s.y_test, "mnist"

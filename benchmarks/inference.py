@@ -3,7 +3,7 @@
     python benchmarks/inference.py [--hidden 128 512 2048] [--epochs 1] [--repeats 7] [--threads 2]
 
 For each hidden size H: train (or reuse) an MLP 784-H-10 run (batch-norm, 2-bit codes)
-in runs/, then time all variants of :func:`coarsegrad.export.bench.inference_benchmark`
+in runs/, then time all variants of :func:`coarsegrad.bench.inference.inference_benchmark`
 on the 10,000 test images in one call each (median of ``--repeats`` round-robin timings
 after a warm-up). Writes results/export/inference.json and inference.md.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from coarsegrad.checkpoint import load_checkpoint
-from coarsegrad.data import prepare_dataset
-from coarsegrad.export.bench import inference_benchmark
-from coarsegrad.records import atomic_write_json, atomic_write_text, environment
+from coarsegrad.bench.inference import inference_benchmark
+from coarsegrad.data.splits import prepare_dataset
+from coarsegrad.io.checkpoint import load_checkpoint
+from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mnist_runs import mnist_mlp_run  # noqa: E402

@@ -3,7 +3,7 @@
     python benchmarks/time_to_accuracy.py [--hidden 1024] [--epochs 4] [--batch 256]
         [--optimizer momentum] [--lr 0.1] [--schedule cosine] [--seeds 3] [--out FILE]
 
-A fixed recipe (airbench style): ``coarsegrad.train`` (its fast path) for ``--epochs``
+A fixed recipe (airbench style): ``coarsegrad.training.loop`` (its fast path) for ``--epochs``
 epochs with the given optimizer and schedule, then one evaluation on the 10,000 test
 images. Time = the training loop (History.seconds) of each seed; the recipe meets the
 target when the mean test accuracy over the seeds is >= 98.0%. ``--curve`` also
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from coarsegrad.bench_report import load_average, machine
-from coarsegrad.data import prepare_dataset
-from coarsegrad.models import MLP
-from coarsegrad.records import atomic_write_json
-from coarsegrad.train import TrainConfig, evaluate, train
+from coarsegrad.bench.report import load_average, machine
+from coarsegrad.data.splits import prepare_dataset
+from coarsegrad.io.records import atomic_write_json
+from coarsegrad.models.networks import MLP
+from coarsegrad.training.loop import TrainConfig, evaluate, train
 
 
 def run_seed(splits, args, seed: int) -> dict:

@@ -15,14 +15,19 @@ for Non-linear Classification" (arXiv 2011.11256). Public API::
     cg.export.to_integer(model), cg.export.to_onnx(model, path), cg.export.pack_codes(c, bits)
 """
 
-from coarsegrad.autograd import QuantReLU, StaircaseSTEFunction, quantize_model, quantized_relu
-from coarsegrad.coarse import coarse_gradient
-from coarsegrad.data import DatasetSplits, prepare_dataset
-from coarsegrad.datasets import load_dataset
+import importlib.metadata as _metadata
+
+from coarsegrad import export  # noqa: E402  (onnx is imported lazily inside it)
+from coarsegrad.data.datasets import load_dataset
+from coarsegrad.data.splits import DatasetSplits, prepare_dataset
+from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.errors import ConfigError, DataError, InputError, TrainingDiverged
-from coarsegrad.models import MLP, TwoLayerNet
-from coarsegrad.quantizer import optimal_alpha, q_max, staircase, staircase_codes
-from coarsegrad.ste import (
+from coarsegrad.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from coarsegrad.models.coarse import coarse_gradient
+from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.quant.autograd import QuantReLU, StaircaseSTEFunction, quantize_model, quantized_relu
+from coarsegrad.quant.staircase import optimal_alpha, q_max, staircase, staircase_codes
+from coarsegrad.quant.ste import (
     BUILTIN_STES,
     STE,
     custom_ste,
@@ -30,13 +35,13 @@ from coarsegrad.ste import (
     is_monotone,
     monotone_violations,
 )
-from coarsegrad.synthetic import orthogonal_subspaces
-from coarsegrad.train import History, TrainConfig, evaluate, train
-from coarsegrad.train_state import TrainState, load_train_state, save_train_state
-from coarsegrad.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from coarsegrad import export  # noqa: E402  (onnx is imported lazily inside it)
+from coarsegrad.training.loop import History, TrainConfig, evaluate, train
+from coarsegrad.training.state import TrainState, load_train_state, save_train_state
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("coarsegrad")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "unknown"
 
 __all__ = [
     "BUILTIN_STES", "ConfigError", "DataError", "DatasetSplits", "History", "InputError", "MLP",

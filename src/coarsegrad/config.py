@@ -1,7 +1,7 @@
 """Typed run configuration, validated at construction, and CLI flags generated from it.
 
 A run is (data, model, train): :class:`DataConfig`, :class:`ModelConfig` and
-:class:`~coarsegrad.train.TrainConfig`. Each field becomes a ``--flag`` of the same
+:class:`~coarsegrad.training.loop.TrainConfig`. Each field becomes a ``--flag`` of the same
 name (underscores as dashes) with the field's type; the resolved config is saved
 with every run.
 """
@@ -23,8 +23,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-from coarsegrad.quantizer import check_alpha, check_bits
-from coarsegrad.ste import get_ste
+from coarsegrad.quant.staircase import check_alpha, check_bits
+from coarsegrad.quant.ste import get_ste
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
 MODELS = ("two_layer", "mlp", "lenet5")

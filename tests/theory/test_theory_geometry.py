@@ -144,7 +144,7 @@ def test_track_geometry_during_training():
     trace = track_geometry(model, X, y, B, TrainConfig(lr=3.0, steps=40, seed=0, stop_at_perfect=False))
     assert trace.step == trace.history.step and len(trace.holds) == len(trace.step)
     assert all(len(h) == 3 for h in trace.holds)
-    first = next(s for s, h in zip(trace.step, trace.holds) if all(h))
+    first = next(s for s, h in zip(trace.step, trace.holds, strict=False) if all(h))
     assert trace.first_step == first
     # Logged values belong to the weights before that step's update (step 0: the initial W).
     assert trace.holds[0] == geometric_condition(W0, B, 4)

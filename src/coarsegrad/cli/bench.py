@@ -12,9 +12,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from coarsegrad.bench import QUICK, BenchConfig, run_bench
-from coarsegrad.bench_report import format_machine, format_markdown, format_table, load_average, machine
-from coarsegrad.records import atomic_write_json, atomic_write_text
+from coarsegrad.bench.epoch import QUICK, BenchConfig, run_bench
+from coarsegrad.bench.report import format_machine, format_markdown, format_table, load_average, machine
+from coarsegrad.io.records import atomic_write_json, atomic_write_text
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_inference(args: argparse.Namespace) -> int:
-    """Samples/s of each inference variant for each run (``coarsegrad.export.bench``)."""
+    """Samples/s of each inference variant for each run (``coarsegrad.bench.inference``)."""
     import torch
 
-    from coarsegrad.checkpoint import load_checkpoint
-    from coarsegrad.data import prepare_dataset
-    from coarsegrad.export.bench import inference_benchmark
+    from coarsegrad.bench.inference import inference_benchmark
+    from coarsegrad.data.splits import prepare_dataset
+    from coarsegrad.io.checkpoint import load_checkpoint
 
     splits = prepare_dataset("mnist")
     x, y = splits.x_test.numpy(), splits.y_test.numpy()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from coarsegrad.datasets import DATASET_NAMES, find_dataset
-from coarsegrad.download import DownloadError, download, verify_dataset
+from coarsegrad.data.datasets import DATASET_NAMES, find_dataset
+from coarsegrad.data.download import DownloadError, download, verify_dataset
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from coarsegrad.records import environment
+from coarsegrad.io.records import environment
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

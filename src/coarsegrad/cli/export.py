@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     base = resolve_model_file(args.run_dir).parent
     if args.format == "onnx":
         from coarsegrad.export.onnx_graph import build_onnx
-        from coarsegrad.records import atomic_write_bytes
+        from coarsegrad.io.records import atomic_write_bytes
 
         out = Path(args.out) if args.out else base / f"model{suffix}.onnx"
         proto = build_onnx(integer, with_codes=args.with_codes)

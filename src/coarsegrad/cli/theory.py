@@ -2,7 +2,7 @@
 
 Each study writes to ``--out`` (default ``results/theory/<study>``): results.json (a list
 of flat records), config.json (the resolved study config and the command), env.json
-(:func:`coarsegrad.records.environment`), a markdown report and PNG plots made only
+(:func:`coarsegrad.io.records.environment`), a markdown report and PNG plots made only
 from results.json (:mod:`coarsegrad.theory.runner`).
 """
 

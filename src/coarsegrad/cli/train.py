@@ -21,8 +21,8 @@ from coarsegrad.config import (
     load_preset,
 )
 from coarsegrad.errors import ConfigError
-from coarsegrad.run import check_device, load_run_config, run_training
-from coarsegrad.train import TrainConfig
+from coarsegrad.training.loop import TrainConfig
+from coarsegrad.training.run import check_device, load_run_config, run_training
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

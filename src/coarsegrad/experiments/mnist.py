@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from coarsegrad import safetensors_io
 from coarsegrad.config import ModelConfig
-from coarsegrad.data import prepare_dataset
+from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.errors import TrainingDiverged
-from coarsegrad.models import LeNet5
-from coarsegrad.quantizer import optimal_alpha
-from coarsegrad.run import build_model
-from coarsegrad.train import TrainConfig, evaluate, train
+from coarsegrad.io import tensorfile
+from coarsegrad.models.build import build_model
+from coarsegrad.models.networks import LeNet5
+from coarsegrad.quant.staircase import optimal_alpha
+from coarsegrad.training.loop import TrainConfig, evaluate, train
 
 # Test accuracy (%) of LeNet-5 on MNIST from Yin et al., ICLR 2019 (method.md).
 ICLR2019_LENET5 = {("identity", 2): 98.49, ("relu", 2): 99.24, ("clipped_relu", 2): 99.23,
@@ -52,7 +52,7 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
     else:
         net = build_model(model_cfg, x_train.shape[1], splits.num_classes, seed + 1)
     if init_from:
-        tensors, _ = safetensors_io.load(init_from)
+        tensors, _ = tensorfile.load(init_from)
         net.load_state_dict(tensors)
     net.to(device)
     tcfg = TrainConfig(**{**train_cfg, "seed": seed, "stop_at_perfect": False})
@@ -82,7 +82,7 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
     if curve["test_acc"] and diverged is None:
         curve["test_acc"][-1] = test_acc  # the last epoch's point is the final evaluation
     if save_to:
-        safetensors_io.save(save_to, dict(net.state_dict()))
+        tensorfile.save(save_to, dict(net.state_dict()))
     return {
         "experiment": experiment, "dataset": dataset, "model": model_cfg.model,
         "ste": ste if bits else "float", "bits": bits, "seed": seed,

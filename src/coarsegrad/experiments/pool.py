@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from coarsegrad.progress import Progress
+from coarsegrad.io.progress import Progress
 
 Trial = tuple[Callable[..., dict], dict[str, Any]]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Iterable
 
-from coarsegrad.plotting import pyplot, save_png
+from coarsegrad.io.plots import pyplot, save_png
 
 
 def _group(records: Iterable[dict], *keys: str) -> dict[tuple, list[dict]]:

@@ -11,8 +11,9 @@ import time
 
 from coarsegrad.config import DataConfig, ModelConfig
 from coarsegrad.errors import TrainingDiverged
-from coarsegrad.run import build_data, build_model
-from coarsegrad.train import TrainConfig, train
+from coarsegrad.models.build import build_model
+from coarsegrad.training.loop import TrainConfig, train
+from coarsegrad.training.run import build_data
 
 STES = ("identity", "relu", "clipped_relu", "log_tailed_relu")
 BITS = (1, 2, 4)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from coarsegrad.export.integer import IntegerModel
-from coarsegrad.quantizer import staircase_codes
+from coarsegrad.quant.staircase import staircase_codes
 
 U32 = 2.0 ** -24
 

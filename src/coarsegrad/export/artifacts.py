@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from coarsegrad import safetensors_io
-from coarsegrad.checkpoint import load_checkpoint
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.export.integer import IntegerModel
 from coarsegrad.export.integer_io import is_integer_file, load_integer
+from coarsegrad.io import tensorfile
+from coarsegrad.io.checkpoint import load_checkpoint
 
 HEADER_PROP = "coarsegrad.header"
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "kmnist")
@@ -94,7 +94,7 @@ def load_artifact(path: str | Path) -> Artifact:
 
         header = _onnx_header(file)
         return Artifact("onnx", file, header, session=onnx_session(file))
-    _, metadata = safetensors_io.load(file)
+    _, metadata = tensorfile.load(file)
     if is_integer_file(metadata):
         integer, meta = load_integer(file)
         header = dict(meta.get("header") or {})
@@ -118,7 +118,7 @@ def load_eval_data(header: dict[str, Any], data: str, split: str = "test",
             raise ConfigError("data", "synthetic evaluation needs the run's data config; "
                               "pass a run directory or a checkpoint saved with the run config")
         from coarsegrad.config import DataConfig
-        from coarsegrad.run import build_data
+        from coarsegrad.training.run import build_data
 
         try:
             cfg = DataConfig(**run_config["data"])
@@ -132,7 +132,7 @@ def load_eval_data(header: dict[str, Any], data: str, split: str = "test",
         return x.numpy(), y.numpy(), f"synthetic (training set regenerated from the run's data config, seed {seed})"
     if data not in IMAGE_DATASETS:
         raise ConfigError("data", f"unknown data {data!r}; valid: synthetic, {', '.join(IMAGE_DATASETS)}")
-    from coarsegrad.data import prepare_dataset
+    from coarsegrad.data.splits import prepare_dataset
 
     splits = prepare_dataset(data, data_dir)
     x, y = splits.split(split)
@@ -161,7 +161,7 @@ def input_range(header: dict[str, Any], data_dir: str | None = None) -> tuple[fl
         x, _, _ = load_eval_data(header, "synthetic")
         return float(x.min()), float(x.max())
     if name in IMAGE_DATASETS:
-        from coarsegrad.data import prepare_dataset
+        from coarsegrad.data.splits import prepare_dataset
 
         splits = prepare_dataset(name, data_dir or run_config["data"].get("data_dir"))
         return (0.0 - splits.mean) / splits.std, (1.0 - splits.mean) / splits.std

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from coarsegrad.autograd import QuantReLU
 from coarsegrad.errors import ConfigError, DataError
-from coarsegrad.models import MLP, TwoLayerNet
-from coarsegrad.quantizer import check_alpha, check_bits, num_levels
+from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.quant.staircase import check_alpha, check_bits, num_levels
 
 INT8_MAX = 127
 UINT8_MAX = 255

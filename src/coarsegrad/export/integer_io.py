@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from coarsegrad import safetensors_io
 from coarsegrad.errors import DataError, InputError
 from coarsegrad.export.integer import IntegerModel
+from coarsegrad.io import tensorfile
 
 INTEGER_KEY = "coarsegrad.integer"
 VERSION = 1
@@ -35,7 +35,7 @@ def save_integer(path: str | Path, model: IntegerModel, header: Mapping[str, Any
             "input_step": model.input_step, "input_zero": model.input_zero, "source": model.source,
             "header": {k: v for k, v in (header or {}).items() if k != "tensors"}}
     path = Path(path)
-    safetensors_io.save(path, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()},
+    tensorfile.save(path, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()},
                         {INTEGER_KEY: json.dumps(meta, sort_keys=True)})
     return path
 
@@ -48,7 +48,7 @@ def is_integer_file(metadata: Mapping[str, str]) -> bool:
 def load_integer(path: str | Path) -> tuple[IntegerModel, dict[str, Any]]:
     """(model, metadata) from a file written by :func:`save_integer`; :class:`DataError` if bad."""
     source = str(path)
-    tensors, metadata = safetensors_io.load(path)
+    tensors, metadata = tensorfile.load(path)
     if not is_integer_file(metadata):
         raise DataError(source, "not an integer-model file (no 'coarsegrad.integer' metadata)")
     try:

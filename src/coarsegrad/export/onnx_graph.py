@@ -30,7 +30,7 @@ from torch import nn
 
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.export.integer import IntegerModel, to_integer
-from coarsegrad.quantizer import num_levels
+from coarsegrad.quant.staircase import num_levels
 
 OPSET = 17
 IR_VERSION = 8
@@ -124,7 +124,7 @@ def to_onnx(
     (float32 pre-activations). Int8 networks: pass ``to_integer(model, weights="int8",
     input_range=...)``. The write is atomic.
     """
-    from coarsegrad.records import atomic_write_bytes
+    from coarsegrad.io.records import atomic_write_bytes
 
     integer = model if isinstance(model, IntegerModel) else to_integer(model)
     proto = build_onnx(integer, with_codes=with_codes, exact=exact)
@@ -161,4 +161,4 @@ def run_onnx(session: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     """Run ``session`` on float32 ``x`` [N, d]; returns {output name: array}."""
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"x": x})))
+    return dict(zip(names, session.run(names, {"x": x}), strict=False))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from coarsegrad.errors import DataError
-from coarsegrad.quantizer import check_bits
+from coarsegrad.quant.staircase import check_bits
 
 
 def packed_width(bits: int) -> int:

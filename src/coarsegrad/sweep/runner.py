@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.progress import Progress
-from coarsegrad.records import atomic_write_json
+from coarsegrad.io.progress import Progress
+from coarsegrad.io.records import atomic_write_json
 from coarsegrad.sweep.backends import run_local, run_ray
 from coarsegrad.sweep.spec import SweepSpec
 from coarsegrad.sweep.store import TRIALS_FILE, append_record, exclusive_sweep, latest_records

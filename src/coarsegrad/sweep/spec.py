@@ -35,7 +35,7 @@ import numpy as np
 
 from coarsegrad.config import DataConfig, ModelConfig, load_preset
 from coarsegrad.errors import ConfigError
-from coarsegrad.train import TrainConfig
+from coarsegrad.training.loop import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -82,11 +82,11 @@ class SweepSpec:
         trials, seen = [], {}
         for combo in itertools.product(*(axis.values for axis in self.axes)):
             config = {section: dict(values) for section, values in self.base.items()}
-            for axis, value in zip(self.axes, combo):
+            for axis, value in zip(self.axes, combo, strict=False):
                 if axis.field in ("steps", "epochs"):  # a swept budget replaces the base's
                     config["train"].pop("epochs" if axis.field == "steps" else "steps", None)
                 config[axis.section][axis.field] = value
-            params = {axis.field: value for axis, value in zip(self.axes, combo)}
+            params = {axis.field: value for axis, value in zip(self.axes, combo, strict=False)}
             for seed in self.seeds:
                 trial_id = "_".join([*(f"{k}-{_slug(v)}" for k, v in params.items()), f"seed-{seed}"])
                 if trial_id in seen:

@@ -23,8 +23,8 @@ from statistics import mean, stdev
 from typing import Any
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.plotting import pyplot, save_png
-from coarsegrad.records import atomic_write_text
+from coarsegrad.io.plots import pyplot, save_png
+from coarsegrad.io.records import atomic_write_text
 from coarsegrad.sweep.store import TRIALS_FILE, latest_records
 
 
@@ -51,11 +51,12 @@ def group_rows(records: list[dict[str, Any]], axes: list[str]) -> list[dict[str,
     rows = []
     for key, group in groups.items():
         ok = [r for r in group if r["status"] == "ok"]
-        metric = lambda name: [r["metrics"].get(name) for r in ok]  # noqa: E731
+        def metric(name: str, ok: list = ok) -> list:
+            return [r["metrics"].get(name) for r in ok]
         perfect = [bool(r["metrics"].get("perfect")) for r in ok]
-        rows.append({"values": dict(zip(axes, key)), "n": len(ok), "failed": len(group) - len(ok),
+        rows.append({"values": dict(zip(axes, key, strict=False)), "n": len(ok), "failed": len(group) - len(ok),
                      "success": sum(perfect) / len(ok) if ok else None,
-                     "perfect_step": [s for s, p in zip(metric("perfect_step"), perfect) if p],
+                     "perfect_step": [s for s, p in zip(metric("perfect_step"), perfect, strict=False) if p],
                      "final_loss": metric("final_loss"), "train_acc": metric("train_acc"),
                      "diverged": sum(r["metrics"].get("diverged_step") is not None for r in ok)})
     return sorted(rows, key=lambda row: tuple(_order(row["values"][a]) for a in axes))

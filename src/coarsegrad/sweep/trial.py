@@ -26,9 +26,9 @@ from typing import Any
 
 from coarsegrad.config import DataConfig, ModelConfig
 from coarsegrad.errors import TrainingDiverged
-from coarsegrad.records import atomic_write_json
-from coarsegrad.run import resolved_config, run_training
-from coarsegrad.train import TrainConfig
+from coarsegrad.io.records import atomic_write_json
+from coarsegrad.training.loop import TrainConfig
+from coarsegrad.training.run import resolved_config, run_training
 
 METRICS = ("steps", "final_loss", "train_acc", "perfect_step", "test_loss", "test_acc")
 

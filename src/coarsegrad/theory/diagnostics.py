@@ -23,8 +23,8 @@ import torch
 from numpy.typing import ArrayLike
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.quantizer import optimal_alpha
-from coarsegrad.ste import STE, get_ste
+from coarsegrad.quant.staircase import optimal_alpha
+from coarsegrad.quant.ste import STE, get_ste
 from coarsegrad.theory.expected import CoarseExpectation, expected_coarse_grad_at
 from coarsegrad.theory.population import (
     Teacher,

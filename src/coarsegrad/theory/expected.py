@@ -37,8 +37,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.quantizer import q_max, staircase
-from coarsegrad.ste import BUILTIN_STES, STE, get_ste
+from coarsegrad.quant.staircase import q_max, staircase
+from coarsegrad.quant.ste import BUILTIN_STES, STE, get_ste
 from coarsegrad.theory.bivariate import norm_cdf, norm_pdf, safe_ratio
 from coarsegrad.theory.population import (
     Teacher,

@@ -21,8 +21,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.models import TwoLayerNet
-from coarsegrad.train import History, TrainConfig, train
+from coarsegrad.models.networks import TwoLayerNet
+from coarsegrad.training.loop import History, TrainConfig, train
 
 
 def hull_residual(points: ArrayLike) -> float:
@@ -130,7 +130,7 @@ def compare_slopes(trace: GeometryTrace, window: int | None = None) -> GeometryT
 def track_geometry(model: TwoLayerNet, X: torch.Tensor, y: torch.Tensor, bases: ArrayLike,
                    config: TrainConfig, *, tol: float = 1e-9, window: int | None = None
                    ) -> GeometryTrace:
-    """Train ``model`` with :func:`coarsegrad.train` and check the condition at every log.
+    """Train ``model`` with :func:`coarsegrad.training.loop` and check the condition at every log.
 
     The ``on_log`` callback reads ``model.W`` (the weights the logged loss was computed
     with, before that step's update).

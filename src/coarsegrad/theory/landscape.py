@@ -23,10 +23,10 @@ from typing import Iterable
 
 import torch
 
+from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.errors import ConfigError, TrainingDiverged
-from coarsegrad.models import TwoLayerNet
-from coarsegrad.synthetic import orthogonal_subspaces
-from coarsegrad.train import TrainConfig, train
+from coarsegrad.models.networks import TwoLayerNet
+from coarsegrad.training.loop import TrainConfig, train
 
 TRIAL_DEFAULTS: dict[str, object] = {
     "num_classes": 3, "dim": 12, "subspace_dim": 2, "samples_per_class": 50,

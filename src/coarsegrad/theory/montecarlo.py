@@ -19,8 +19,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.quantizer import staircase
-from coarsegrad.ste import STE, get_ste
+from coarsegrad.quant.staircase import staircase
+from coarsegrad.quant.ste import STE, get_ste
 from coarsegrad.theory.population import Teacher
 
 

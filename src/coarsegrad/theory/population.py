@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.quantizer import check_alpha, check_bits, num_levels
+from coarsegrad.quant.staircase import check_alpha, check_bits, num_levels
 from coarsegrad.theory.bivariate import bvn_density_times_s, bvn_upper, norm_cdf, norm_pdf, safe_ratio
 
 Array = NDArray[np.float64]

@@ -33,13 +33,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from coarsegrad.data import DatasetSplits, prepare_dataset
+from coarsegrad.data.splits import DatasetSplits, prepare_dataset
 from coarsegrad.errors import ConfigError
-from coarsegrad.fast import FastStep, fast_step
-from coarsegrad.models import MLP, TwoLayerNet
-from coarsegrad.quantizer import check_bits
-from coarsegrad.ste import BUILTIN_STES, get_ste
-from coarsegrad.train import TrainConfig, evaluate, train
+from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.quant.staircase import check_bits
+from coarsegrad.quant.ste import BUILTIN_STES, get_ste
+from coarsegrad.training.fast import FastStep, fast_step
+from coarsegrad.training.loop import TrainConfig, evaluate, train
 
 MODELS = ("mlp", "two_layer")
 PRETRAIN = {"optimizer": "momentum", "lr": 0.05, "batch_size": 128, "epochs": 3, "schedule": "cosine"}

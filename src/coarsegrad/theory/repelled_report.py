@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from coarsegrad.plotting import pyplot, save_png
+from coarsegrad.io.plots import pyplot, save_png
 from coarsegrad.theory.report import _order, fmt, table
 
 
@@ -142,7 +142,7 @@ def plot_grad_norms(records: list[dict], path: Path) -> None:
     bits = sorted({r["bits"] for r in at0})
     stes = _order(at0, "ste")
     fig, axes = plt.subplots(1, len(bits), figsize=(4.2 * len(bits), 3.4), squeeze=False, layout="constrained")
-    for ax, b in zip(axes[0], bits):
+    for ax, b in zip(axes[0], bits, strict=False):
         vals = [[r["grad_norm_first"] for r in at0 if (r["bits"], r["ste"]) == (b, s)] for s in stes]
         ax.bar(range(len(stes)), [mean(v) for v in vals],
                yerr=[stdev(v) if len(v) > 1 else 0.0 for v in vals], capsize=3)

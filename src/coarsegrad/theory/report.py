@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from statistics import median
 
-from coarsegrad.plotting import pyplot, save_png
+from coarsegrad.io.plots import pyplot, save_png
 from coarsegrad.theory.landscape import heatmap_grid, success_rates
 
 
@@ -180,7 +180,7 @@ def plot_geometry(records: list[dict], path: Path) -> None:
     keys = _order([{"k": (r["bits"], r["ste"], r["units_per_class"], r["lr"])} for r in trace], "k")
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False,
                              layout="constrained")
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes[0], keys, strict=False):
         rs = [r for r in trace if (r["bits"], r["ste"], r["units_per_class"], r["lr"]) == key]
         for seed in _order(rs, "seed"):
             pts = [r for r in rs if r["seed"] == seed]

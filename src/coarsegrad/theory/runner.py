@@ -1,7 +1,7 @@
 """Run one ``coarsegrad theory`` study into a folder, and remake its report from the records.
 
 A study folder holds results.json (a list of flat records), config.json (the resolved
-config, the command, the wall time), env.json (:func:`coarsegrad.records.environment`),
+config, the command, the wall time), env.json (:func:`coarsegrad.io.records.environment`),
 a markdown report and PNG plots made only from results.json. Used by the CLI
 (:mod:`coarsegrad.cli.theory`) and by ``coarsegrad reproduce --full``.
 """
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.records import atomic_write_json, atomic_write_text, environment
+from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
 
 STUDIES = ("angles", "geometry", "landscape", "repelled")
 REPORTS = {"angles": "angles.md", "geometry": "geometry.md", "landscape": "landscape.md",

@@ -12,15 +12,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.errors import ConfigError
-from coarsegrad.models import TwoLayerNet
-from coarsegrad.quantizer import check_bits
-from coarsegrad.ste import BUILTIN_STES, get_ste
-from coarsegrad.synthetic import orthogonal_subspaces
+from coarsegrad.models.networks import TwoLayerNet
+from coarsegrad.quant.staircase import check_bits
+from coarsegrad.quant.ste import BUILTIN_STES, get_ste
 from coarsegrad.theory.diagnostics import angle_grid, make_teacher, spurious_records, trajectory
 from coarsegrad.theory.geometry import track_geometry
 from coarsegrad.theory.landscape import make_trials, run_trials
-from coarsegrad.train import TrainConfig
+from coarsegrad.training.loop import TrainConfig
 
 ALL_STES = tuple(BUILTIN_STES)
 
@@ -121,7 +121,7 @@ def _sign_sweep(cfg: AnglesConfig, bits: int, thetas: np.ndarray) -> list[dict]:
             for ste in cfg.stes:
                 rs = [x for x in recs if x["ste"] == get_ste(ste).name]
                 scale = [1e-12 * x["coarse_norm"] * x["grad_w_norm"] for x in rs]
-                neg = [x for x, tol in zip(rs, scale) if x["inner"] < -4 * x["inner_se"] - tol]
+                neg = [x for x, tol in zip(rs, scale, strict=False) if x["inner"] < -4 * x["inner_se"] - tol]
                 near = [x for x in rs if x["theta"] >= 0.9 * math.pi]
                 cos = [x["cosine"] for x in rs if x["cosine"] == x["cosine"]]
                 out.append({"study": "sign_sweep", "ste": get_ste(ste).name, "bits": bits,

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``coarsegrad bench``: training epochs and inference throughput."""

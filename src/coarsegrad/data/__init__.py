@@ -1,0 +1,1 @@
+"""Data: the IDX reader, dataset lookup and download, the synthetic problem, splits."""

@@ -1,0 +1,1 @@
+"""Storage: tensor files, checkpoints, run records, plots and progress bars."""

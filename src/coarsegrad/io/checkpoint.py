@@ -1,0 +1,211 @@
+"""Checkpoints: weights as safetensors plus a JSON header that rebuilds the model.
+
+The header (metadata key ``coarsegrad.io.checkpoint``) holds the architecture, the input
+and output sizes, the model config (bits, α resolved, STE used in training, …),
+optional input normalisation (mean, std), a pointer to the training run record, the
+expected name/shape/dtype of every tensor and a SHA-256 digest of
+(header without the digest ‖ tensor bytes in name order). Loading never unpickles:
+it rebuilds the model from the header with :func:`coarsegrad.training.run.build_model` and
+accepts the file only if every tensor matches; anything else is a :class:`DataError`.
+
+``load_checkpoint`` also reads the ``model.safetensors`` of a ``coarsegrad train`` run
+directory (metadata key ``config``: the resolved run config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from coarsegrad.config import ModelConfig
+from coarsegrad.errors import ConfigError, DataError
+from coarsegrad.io import tensorfile
+from coarsegrad.models.build import build_model
+from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.quant.staircase import optimal_alpha
+
+HEADER_KEY = "coarsegrad.checkpoint"
+FORMAT_VERSION = 1
+# (architecture) -> (weight whose shape[1] is in_features, weight whose shape[0] is num_classes)
+_SIZE_TENSORS = {"mlp": ("fc1.weight", "fc2.weight"), "two_layer": ("W", "V")}
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous()
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def _digest(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != "sha256"},
+                                  sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(tensors):
+        h.update(name.encode() + b"\0" + _tensor_bytes(tensors[name]))
+    return h.hexdigest()
+
+
+def _model_sizes(model: nn.Module) -> tuple[str, int, int]:
+    if isinstance(model, TwoLayerNet):
+        return "two_layer", model.in_features, model.num_classes
+    if isinstance(model, MLP):
+        return "mlp", model.fc1.in_features, model.fc2.out_features
+    raise ConfigError("model", f"checkpoints support TwoLayerNet and MLP, got {type(model).__name__}")
+
+
+def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[str, Any]:
+    if isinstance(config, ModelConfig):
+        fields = dataclasses.asdict(config)
+    elif isinstance(config, Mapping):
+        fields = dict(config.get("model", config)) if isinstance(config.get("model"), Mapping) else dict(config)
+    else:
+        raise ConfigError("config", f"must be a ModelConfig or a dict, got {type(config).__name__}")
+    try:
+        fields = dataclasses.asdict(ModelConfig(**{**fields, "model": fields.get("model", arch)}))
+    except TypeError as exc:
+        raise ConfigError("config", f"is not a model config ({exc})") from None
+    if fields["alpha"] is None:
+        fields["alpha"] = optimal_alpha(fields["bits"])
+    return fields
+
+
+def _normalization(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    mean, std = (value["mean"], value["std"]) if isinstance(value, Mapping) else value  # type: ignore[misc]
+    out = {}
+    for name, v in (("mean", mean), ("std", std)):
+        values = [float(t) for t in (v if isinstance(v, (list, tuple)) else [v])]
+        if not all(math.isfinite(t) for t in values) or (name == "std" and min(values) <= 0):
+            raise ConfigError("normalization", f"{name} must be finite (std > 0), got {v!r}")
+        out[name] = values if isinstance(v, (list, tuple)) else values[0]
+    return out
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    config: ModelConfig | Mapping[str, Any],
+    normalization: tuple[object, object] | Mapping[str, object] | None = None,
+    run: str | Path | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Atomically write ``model`` and its header to ``path``; returns the header.
+
+    ``config``: the :class:`ModelConfig` (or its dict, or a resolved run config with a
+    ``model`` section) that builds ``model``; it must agree with the model's bits, α,
+    STE and tensor shapes. ``normalization``: (mean, std) of the inputs, scalars or
+    per-feature lists. ``run``: the training run directory. ``extra``: JSON-able notes.
+    """
+    arch, in_features, num_classes = _model_sizes(model)
+    fields = _model_config(config, arch)
+    act = model.act
+    if fields["model"] != arch or (fields["bits"], float(fields["alpha"]), fields["ste"]) != (
+            act.bits, float(act.alpha), act.ste.name):
+        raise ConfigError("config", f"does not describe the model ({fields['model']}, bits={fields['bits']}, "
+                          f"alpha={fields['alpha']}, ste={fields['ste']} vs {arch}, {act.extra_repr()})")
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    _check_tensors(state, _build(fields, in_features, num_classes).state_dict(), "model")
+    header: dict[str, Any] = {
+        "format": HEADER_KEY, "version": FORMAT_VERSION, "architecture": arch,
+        "in_features": in_features, "num_classes": num_classes, "model": fields,
+        "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name,
+        "normalization": _normalization(normalization), "run": None if run is None else str(run),
+        "run_config": dict(config) if isinstance(config, Mapping) and "model" in config else None,
+        "extra": dict(extra or {}),
+        "tensors": {k: {"dtype": _dtype_name(v), "shape": list(v.shape)} for k, v in sorted(state.items())},
+    }
+    header["sha256"] = _digest(header, state)
+    try:
+        meta = json.dumps(header, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("extra", f"must be JSON-serialisable ({exc})") from None
+    tensorfile.save(path, state, {HEADER_KEY: meta})
+    return header
+
+
+def _build(fields: Mapping[str, Any], in_features: int, num_classes: int) -> nn.Module:
+    return build_model(ModelConfig(**fields), in_features, num_classes, seed=0)
+
+
+def _check_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        raise DataError(source, f"tensors do not fit the model: missing {missing}, unexpected {extra}")
+    for name, want in expected.items():
+        got = found[name]
+        if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+            raise DataError(source, f"tensor {name!r} is {_dtype_name(got)} {list(got.shape)}, "
+                            f"the model needs {_dtype_name(want)} {list(want.shape)}")
+
+
+def _header_from_run(metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, Any]:
+    try:
+        run_config = json.loads(metadata["config"])
+        fields = dict(run_config["model"])
+        arch = fields["model"]
+        if arch not in _SIZE_TENSORS:
+            raise DataError(source, f"checkpoints support {' and '.join(_SIZE_TENSORS)} models, not {arch!r}")
+        first, last = _SIZE_TENSORS[arch]
+        in_features, num_classes = int(tensors[first].shape[1]), int(tensors[last].shape[0])
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+        raise DataError(source, f"run model file has an unusable config or tensors ({exc!r})") from None
+    return {"format": "coarsegrad.run", "architecture": arch, "in_features": in_features,
+            "num_classes": num_classes, "model": fields, "bits": fields.get("bits"),
+            "alpha": fields.get("alpha"), "ste": fields.get("ste"), "normalization": None,
+            "run": str(Path(source).parent), "run_config": run_config, "extra": {}}
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, header) from a checkpoint or a run's ``model.safetensors``.
+
+    Raises :class:`DataError` if the file is missing, truncated or tampered with, or its
+    tensors do not fit the model its header describes.
+    """
+    source = str(path)
+    tensors, metadata = tensorfile.load(path)
+    if HEADER_KEY in metadata:
+        try:
+            header = json.loads(metadata[HEADER_KEY])
+        except json.JSONDecodeError as exc:
+            raise DataError(source, f"corrupt checkpoint header ({exc})") from None
+        if not isinstance(header, dict) or header.get("format") != HEADER_KEY:
+            raise DataError(source, "checkpoint header has no 'format': coarsegrad.checkpoint")
+        if header.get("version") != FORMAT_VERSION:
+            raise DataError(source, f"checkpoint version {header.get('version')!r} is not {FORMAT_VERSION}")
+    elif "config" in metadata:
+        header = _header_from_run(metadata, tensors, source)
+    else:
+        raise DataError(source, "not a coarsegrad checkpoint (no header in the safetensors metadata)")
+    try:
+        fields = dict(header["model"])
+        in_features, num_classes = int(header["in_features"]), int(header["num_classes"])
+        consistent = fields.get("model") == header["architecture"] and all(
+            header[k] == fields.get(k) for k in ("bits", "alpha", "ste"))
+        model = _build(fields, in_features, num_classes)
+    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise DataError(source, f"checkpoint header does not describe a model ({exc})") from None
+    if not consistent:
+        raise DataError(source, "checkpoint header is inconsistent (architecture/bits/alpha/ste)")
+    _check_tensors(tensors, model.state_dict(), source)
+    if header["format"] == HEADER_KEY:
+        listed = {k: (v.get("dtype"), v.get("shape")) for k, v in header.get("tensors", {}).items()}
+        actual = {k: (_dtype_name(v), list(v.shape)) for k, v in tensors.items()}
+        if listed != actual:
+            raise DataError(source, "tensors differ from the list in the checkpoint header")
+        if header.get("sha256") != _digest(header, tensors):
+            raise DataError(source, "SHA-256 digest mismatch: the file was modified or corrupted")
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    return model, header

@@ -1,0 +1,22 @@
+"""Build the network a :class:`~coarsegrad.config.ModelConfig` names."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from coarsegrad.config import ModelConfig
+from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
+
+
+def build_model(config: ModelConfig, in_features: int, num_classes: int, seed: int) -> nn.Module:
+    """The network named by ``config``, initialised from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    if config.model == "lenet5":
+        return LeNet5(num_classes, config.bits, config.alpha, config.ste, generator=generator)
+    if config.model == "two_layer":
+        return TwoLayerNet(in_features, num_classes, config.units_per_class, config.bits,
+                           config.alpha, config.ste, config.second_layer, config.init_scale,
+                           generator=generator)
+    return MLP(in_features, config.hidden, num_classes, config.bits, config.alpha, config.ste,
+               config.batchnorm, generator=generator)

@@ -1,0 +1,173 @@
+"""Networks with quantized activations.
+
+* :class:`TwoLayerNet` — the paper's network o = V·σ(Wx): K classes, m hidden units
+  per class (K·m units, unit u = k·m + j belongs to class k), no biases. V either sums
+  each class's units (a fixed block of ones) or is trained.
+* :class:`MLP` — in → hidden → classes, optional batch-norm without affine before σ.
+
+Every constructor takes an optional ``torch.Generator`` for its initial weights and
+never touches the global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from coarsegrad.errors import ConfigError
+from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.quant.ste import STE
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def init_linear(layer: nn.Linear, generator: torch.Generator | None) -> nn.Linear:
+    """PyTorch's default init U(−1/√fan_in, 1/√fan_in) for weight and bias, drawn from ``generator``."""
+    bound = 1.0 / math.sqrt(layer.in_features)
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound, generator=generator)
+        if layer.bias is not None:
+            layer.bias.uniform_(-bound, bound, generator=generator)
+    return layer
+
+
+def make_linear(
+    in_features: int, out_features: int, generator: torch.Generator | None, bias: bool = True
+) -> nn.Linear:
+    """An ``nn.Linear`` initialised from ``generator`` (the global RNG is not used)."""
+    layer = nn.utils.skip_init(nn.Linear, in_features, out_features, bias=bias)
+    return init_linear(layer, generator)
+
+
+class TwoLayerNet(nn.Module):
+    """o = V·σ(Wx), W ∈ R^{K·m × d}, V ∈ R^{K × K·m}; σ the b-bit staircase with an STE.
+
+    ``second_layer="fixed"``: V is the block of ones (V[k, u] = 1 iff unit u belongs
+    to class k), a buffer. ``"trained"``: V starts as that block and is a parameter.
+    W starts as ``init_scale``·N(0, 1/d) entries (small random initialisation).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        units_per_class: int,
+        bits: int = 2,
+        alpha: float | None = None,
+        ste: str | STE = "clipped_relu",
+        second_layer: Literal["fixed", "trained"] = "fixed",
+        init_scale: float = 0.1,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _positive_int("in_features", in_features)
+        self.num_classes = _positive_int("num_classes", num_classes)
+        self.units_per_class = _positive_int("units_per_class", units_per_class)
+        if second_layer not in ("fixed", "trained"):
+            raise ConfigError("second_layer", f"must be 'fixed' or 'trained', got {second_layer!r}")
+        if not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale) and init_scale > 0):
+            raise ConfigError("init_scale", f"must be a finite number > 0, got {init_scale!r}")
+        self.second_layer = second_layer
+        hidden = num_classes * units_per_class
+        w = torch.randn(hidden, in_features, generator=generator) * (init_scale / math.sqrt(in_features))
+        self.W = nn.Parameter(w)
+        self.act = QuantReLU(bits, alpha, ste)
+        block = torch.repeat_interleave(torch.eye(num_classes), units_per_class, dim=1)
+        if second_layer == "trained":
+            self.V = nn.Parameter(block)
+        else:
+            self.register_buffer("V", block)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-activations Wx, shape [N, K·m]."""
+        return x @ self.W.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.hidden(x)) @ self.V.t()
+
+
+class MLP(nn.Module):
+    """x → Linear(in, hidden) → [BatchNorm1d(affine=False)] → σ → Linear(hidden, classes)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        num_classes: int,
+        bits: int = 2,
+        alpha: float | None = None,
+        ste: str | STE = "clipped_relu",
+        batchnorm: bool = False,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        _positive_int("in_features", in_features)
+        _positive_int("hidden", hidden)
+        _positive_int("num_classes", num_classes)
+        self.fc1 = make_linear(in_features, hidden, generator)
+        self.norm = nn.BatchNorm1d(hidden, affine=False) if batchnorm else nn.Identity()
+        self.act = QuantReLU(bits, alpha, ste)
+        self.fc2 = make_linear(hidden, num_classes, generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.norm(self.fc1(x.flatten(1)))))
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 with a batch-norm without affine before each quantized activation.
+
+    conv5×5(1→c₁) → BN → σ → maxpool2 → conv5×5(c₁→c₂) → BN → σ → maxpool2 →
+    fc(16·c₂→h) → BN → σ → fc(h→classes); input [N, 1, 28, 28] (or [N, 784]).
+    Defaults c₁, c₂, h = 20, 50, 500 (the Caffe LeNet-5 used with the ICLR 2019
+    table's setup: float weights, α fixed at ``optimal_alpha(bits)``). ``bits=None``
+    gives the float network with plain ReLU (for the float initialisation).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        bits: int | None = 2,
+        alpha: float | None = None,
+        ste: str | STE = "clipped_relu",
+        channels: tuple[int, int] = (20, 50),
+        hidden: int = 500,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        c1, c2 = (_positive_int("channels", c) for c in channels)
+        hidden = _positive_int("hidden", hidden)
+
+        def act() -> nn.Module:
+            return nn.ReLU() if bits is None else QuantReLU(bits, alpha, ste)
+
+        self.features = nn.Sequential(
+            _conv(1, c1, generator), nn.BatchNorm2d(c1, affine=False), act(), nn.MaxPool2d(2),
+            _conv(c1, c2, generator), nn.BatchNorm2d(c2, affine=False), act(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            make_linear(16 * c2, hidden, generator), nn.BatchNorm1d(hidden, affine=False), act(),
+            make_linear(hidden, _positive_int("num_classes", num_classes), generator),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x.reshape(-1, 1, 28, 28)).flatten(1))
+
+
+def _conv(cin: int, cout: int, generator: torch.Generator | None) -> nn.Conv2d:
+    """A 5×5 conv with PyTorch's default init bound 1/√fan_in, drawn from ``generator``."""
+    conv = nn.utils.skip_init(nn.Conv2d, cin, cout, 5)
+    bound = 1.0 / math.sqrt(cin * 25)
+    with torch.no_grad():
+        conv.weight.uniform_(-bound, bound, generator=generator)
+        conv.bias.uniform_(-bound, bound, generator=generator)
+    return conv

@@ -1,0 +1,1 @@
+"""Training: the loop, the fast step, resumable state and run orchestration (``run``)."""

@@ -1,0 +1,258 @@
+"""Coarse gradient descent: one plain training loop for full-batch and mini-batch runs.
+
+A step computes L = mean_i CE(model(x_i), y_i) and its coarse gradient (σ′ replaced
+by the STE's μ′ through autograd), then updates with SGD, SGD+momentum or Adam.
+Full-batch steps accumulate the gradient over row chunks of ``chunk_size``, so
+memory stays bounded; the result equals the unchunked gradient up to float rounding
+(models without batch-norm). Mini-batch runs slice a fresh permutation each epoch
+(no DataLoader). All randomness comes from one generator seeded with ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from coarsegrad.data.checks import check_data
+from coarsegrad.errors import ConfigError, DataError, TrainingDiverged
+from coarsegrad.training.fast import fast_step
+from coarsegrad.training.state import TrainState
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``batch_size`` 0 or None = full batch (coarse gradient descent).
+
+    Give ``steps`` or ``epochs`` (not both); with neither, ``steps = 1000``.
+    ``fast`` computes the coarse gradient of an MLP without batch-norm or a TwoLayerNet
+    by :mod:`coarsegrad.training.fast` (no autograd graph, chunks of at most ``chunk_size`` rows;
+    equal up to float rounding); False forces autograd. Other models always use autograd.
+    """
+
+    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    lr: float = 0.1
+    schedule: Literal["constant", "cosine"] = "constant"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int | None = None
+    steps: int | None = None
+    epochs: int | None = None
+    stop_at_perfect: bool = True
+    seed: int = 0
+    chunk_size: int = 8192
+    log_every: int = 1
+    fast: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(name, f"must be a finite number, got {value!r}")
+        if self.lr <= 0:
+            raise ConfigError("lr", f"must be > 0, got {self.lr}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError("schedule", f"must be 'constant' or 'cosine', got {self.schedule!r}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError("momentum", f"must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not isinstance(self.fast, bool):
+            raise ConfigError("fast", f"must be true or false, got {self.fast!r}")
+        if self.batch_size == 0:
+            self.batch_size = None
+        for name, minimum in (("batch_size", 1), ("steps", 1), ("epochs", 1)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+                raise ConfigError(name, f"must be an integer >= {minimum} (or unset), got {value!r}")
+        for name in ("seed", "chunk_size", "log_every"):
+            value = getattr(self, name)
+            minimum = 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(name, f"must be an integer >= {minimum}, got {value!r}")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("steps", "give steps or epochs, not both")
+        if self.steps is None and self.epochs is None:
+            self.steps = 1000
+
+    def lr_at(self, step: int, total: int) -> float:
+        """Step size at ``step`` of ``total``: constant, or lr·½(1 + cos(π·step/total))."""
+        if self.schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+    def total_steps(self, num_samples: int) -> int:
+        """Number of optimizer steps for a training set of ``num_samples`` rows."""
+        if self.steps is not None:
+            return self.steps
+        per_epoch = 1 if self.batch_size is None else math.ceil(num_samples / self.batch_size)
+        return int(self.epochs) * per_epoch  # type: ignore[arg-type]
+
+
+@dataclass
+class History:
+    """Metrics per logged step: loss and training accuracy before that step's update.
+
+    For mini-batch runs they are means over the batches since the previous log.
+    ``perfect_step`` is the first logged step with 100% training accuracy (or None).
+    """
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    perfect_step: int | None = None
+    steps_run: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.optimizer``, with PyTorch's fused update (one kernel,
+    the same formula) where the parameters allow it: on CPU, SGD ~1.6× and Adam ~10×
+    faster per step at 784×2048."""
+    params = list(params)
+    if config.optimizer == "adam":
+        cls, kwargs = torch.optim.Adam, {"lr": config.lr, "weight_decay": config.weight_decay}
+    else:
+        momentum = config.momentum if config.optimizer == "momentum" else 0.0
+        cls, kwargs = torch.optim.SGD, {"lr": config.lr, "momentum": momentum, "weight_decay": config.weight_decay}
+    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        try:
+            return cls(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a torch without this fused kernel
+            pass
+    return cls(params, **kwargs)
+
+
+def _accumulate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk: int,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward of scale·Σ CE over ``chunk``-row pieces; returns (Σ CE, #correct), detached."""
+    loss_sum = torch.zeros((), dtype=torch.float64, device=X.device)
+    correct = torch.zeros((), dtype=torch.int64, device=X.device)
+    for start in range(0, X.shape[0], chunk):
+        xb, yb = X[start:start + chunk], y[start:start + chunk]
+        out = model(xb)
+        if start == 0 and int(y.max()) >= out.shape[1]:
+            raise DataError("y", f"label {int(y.max())} is out of range for {out.shape[1]} outputs")
+        loss = F.cross_entropy(out, yb, reduction="sum")
+        (loss * scale).backward()
+        loss_sum += loss.detach()
+        correct += (out.detach().argmax(1) == yb).sum()
+    return loss_sum, correct
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk_size: int = 8192) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on (X, y), in chunks, without gradients."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, X.shape[0], chunk_size):
+        out = model(X[start:start + chunk_size])
+        yb = y[start:start + chunk_size]
+        loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+    model.train(was_training)
+    return loss_sum / X.shape[0], correct / X.shape[0]
+
+
+def train(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    *,
+    on_log: Callable[[dict], None] | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    resume: TrainState | None = None,
+) -> History:
+    """Train ``model`` on (X, y) in place; return the :class:`History`.
+
+    ``on_log`` receives ``{"step", "loss", "train_acc"}`` at every logged step (for
+    progress bars and metrics files). ``on_checkpoint`` receives a :class:`TrainState`
+    after every ``checkpoint_every``-th optimizer step (0: never; not after the last);
+    passing one back as ``resume`` continues exactly where it was taken (same model
+    architecture, data and config). Raises :class:`TrainingDiverged` on a non-finite
+    loss, :class:`DataError` on unusable data.
+    """
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ConfigError("checkpoint_every", f"must be an integer >= 0, got {checkpoint_every!r}")
+    check_data(X, y)
+    n = X.shape[0]
+    total = config.total_steps(n)
+    generator = torch.Generator(device=X.device).manual_seed(config.seed)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    history = History()
+    model.train()
+    batch = config.batch_size or n
+    full_batch = batch >= n
+    fast = fast_step(model, X, y, config.chunk_size) if config.fast else None
+    order = torch.arange(n, device=X.device)
+    position = n  # forces a fresh permutation at the first mini-batch step
+    window_loss, window_correct, window_count = 0.0, 0, 0
+    first = 0
+    if resume is not None:
+        resume.restore(model, optimizer, generator, n)
+        first, order, position = resume.step, resume.order.to(X.device), resume.position
+        window_loss, window_correct, window_count = resume.window
+        history = History(**resume.history)
+    seconds_before = history.seconds
+    started = time.perf_counter()
+    for step in range(first, total):
+        optimizer.zero_grad(set_to_none=True)
+        if full_batch:
+            loss_sum, correct = (fast.accumulate(X, y, None, 1.0 / n) if fast else
+                                 _accumulate(model, X, y, config.chunk_size, 1.0 / n))
+            count = n
+        else:
+            if position + batch > n:
+                order = torch.randperm(n, generator=generator, device=X.device)
+                position = 0
+            idx = order[position:position + batch]
+            position += batch
+            count = idx.shape[0]
+            loss_sum, correct = (fast.accumulate(X, y, idx, 1.0 / count) if fast else
+                                 _accumulate(model, X[idx], y[idx], config.chunk_size, 1.0 / count))
+        window_loss += float(loss_sum)
+        window_correct += int(correct)
+        window_count += count
+        if not math.isfinite(window_loss):
+            raise TrainingDiverged(step, window_loss)
+        if (step + 1) % config.log_every == 0 or step == total - 1:
+            record = {"step": step, "loss": window_loss / window_count,
+                      "train_acc": window_correct / window_count}
+            history.step.append(step)
+            history.loss.append(record["loss"])
+            history.train_acc.append(record["train_acc"])
+            window_loss, window_correct, window_count = 0.0, 0, 0
+            if on_log is not None:
+                on_log(record)
+            if record["train_acc"] == 1.0 and history.perfect_step is None:
+                history.perfect_step = step
+                if config.stop_at_perfect:
+                    history.steps_run = step
+                    break
+        if config.schedule != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(step, total)
+        optimizer.step()
+        history.steps_run = step + 1
+        if on_checkpoint is not None and checkpoint_every and history.steps_run % checkpoint_every == 0 \
+                and history.steps_run < total:
+            history.seconds = seconds_before + time.perf_counter() - started
+            on_checkpoint(TrainState.capture(history.steps_run, model, optimizer, generator, order, position,
+                                             (window_loss, window_correct, window_count), history.as_dict()))
+    history.seconds = seconds_before + time.perf_counter() - started
+    return history

@@ -1,0 +1,165 @@
+"""Build data and model from configs, train, and write the run record.
+
+A run directory holds ``config.json`` (resolved config), ``env.json``,
+``metrics.jsonl`` (one line per logged step: step, loss, train_acc),
+``model.safetensors`` (weights, with the model config in its metadata) and
+``summary.json`` (final metrics and seconds); while a run with ``checkpoint_every``
+is in progress also ``checkpoint.safetensors`` (a :class:`~coarsegrad.training.state.TrainState`,
+removed when the run completes). Seeds: the data comes from
+``data_seed`` (default: the training seed), the initial weights from
+``seed + 1``, the batch order from ``seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from coarsegrad.config import DataConfig, ModelConfig
+from coarsegrad.data.splits import prepare_dataset
+from coarsegrad.data.synthetic import orthogonal_subspaces
+from coarsegrad.errors import ConfigError
+from coarsegrad.io import tensorfile
+from coarsegrad.io.progress import Progress
+from coarsegrad.io.records import append_jsonl, atomic_write_json, environment
+from coarsegrad.models.build import build_model
+from coarsegrad.training.loop import History, TrainConfig, evaluate, train
+from coarsegrad.training.state import CHECKPOINT_NAME, TrainState, load_train_state, save_train_state, truncate_metrics
+
+
+def check_device(device: str) -> str:
+    """``device`` if it is ``cpu`` or an available CUDA device, else ``ConfigError('device')``."""
+    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
+        raise ConfigError("device", f"must be cpu or cuda, got {device!r}")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise ConfigError("device", "CUDA is not available on this machine")
+    return device
+
+
+@dataclass
+class RunData:
+    """Training split, optional test split, and what the record keeps of the data."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor | None
+    y_test: torch.Tensor | None
+    num_classes: int
+    record: dict
+
+
+def build_data(config: DataConfig, seed: int, device: str = "cpu") -> RunData:
+    """The data named by ``config``: the synthetic problem (no test split) or an image dataset."""
+    if config.data != "synthetic":
+        splits = prepare_dataset(config.data, config.data_dir, device=device)
+        return RunData(splits.x_train, splits.y_train, splits.x_test, splits.y_test,
+                       splits.num_classes, splits.record())
+    data_seed = seed if config.data_seed is None else config.data_seed
+    generator = torch.Generator().manual_seed(data_seed)
+    X, y = orthogonal_subspaces(config.num_classes, config.dim, config.subspace_dim,
+                                config.samples_per_class, generator=generator)
+    return RunData(X.to(device), y.to(device), None, None, config.num_classes,
+                   {"name": "synthetic", "data_seed": data_seed})
+
+
+def resolved_config(data: DataConfig, model: ModelConfig, train_cfg: TrainConfig) -> dict:
+    """The config as saved: every field explicit, alpha resolved to its value."""
+    model_dict = dataclasses.asdict(model)
+    if model_dict["alpha"] is None:
+        from coarsegrad.quant.staircase import optimal_alpha
+        model_dict["alpha"] = optimal_alpha(model.bits)
+    return {"data": dataclasses.asdict(data), "model": model_dict, "train": dataclasses.asdict(train_cfg)}
+
+
+def save_model(path: Path, model: nn.Module, config: dict) -> None:
+    """Weights (and buffers) as safetensors; the resolved config as JSON metadata."""
+    tensorfile.save(path, dict(model.state_dict()), {"config": json.dumps(config, sort_keys=True)})
+
+
+def load_run_config(out: str | Path) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The configs saved in ``out/config.json`` (:class:`ConfigError` if missing or invalid)."""
+    path = Path(out) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        return DataConfig(**config["data"]), ModelConfig(**config["model"]), TrainConfig(**config["train"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError("resume", f"{path} is not a run config ({exc})") from None
+
+
+def _resume_state(out: Path, config: dict) -> TrainState | dict | None:
+    """The checkpoint to resume from, the summary of a completed run, or None (start afresh)."""
+    try:
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved != json.loads(json.dumps(config)):
+        raise ConfigError("resume", f"{out}/config.json differs from the requested config")
+    if (out / "summary.json").is_file() and (out / "model.safetensors").is_file():
+        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+        return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    if (out / CHECKPOINT_NAME).is_file():
+        return load_train_state(out / CHECKPOINT_NAME)
+    return None
+
+
+def run_training(data: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                 out: str | Path, progress: bool = True, *, checkpoint_every: int | None = None,
+                 resume: bool = False, device: str = "cpu") -> dict:
+    """Train once and write the run record to ``out``; returns the summary dict.
+
+    ``checkpoint_every`` N > 0 writes ``out/checkpoint.safetensors`` every N steps (None:
+    the resumed checkpoint's own N, else 0 = never).
+    ``resume`` continues a run in ``out`` (its config.json must equal this config) from
+    that checkpoint, bit-identically; metrics.jsonl is cut back to the checkpoint's
+    step. A completed run is returned as is; with no checkpoint the run starts afresh.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = resolved_config(data, model_cfg, train_cfg)
+    state = _resume_state(out, config) if resume else None
+    if isinstance(state, dict):
+        return state
+    metrics = out / "metrics.jsonl"
+    if state is None:
+        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+        (out / "summary.json").unlink(missing_ok=True)
+        atomic_write_json(out / "config.json", config)
+        atomic_write_json(out / "env.json", environment(device))
+        metrics.write_text("")
+    else:
+        truncate_metrics(metrics, state.step)
+        if checkpoint_every is None:
+            checkpoint_every = int(state.extra.get("checkpoint_every", 0))
+    checkpoint_every = checkpoint_every or 0
+    run_data = build_data(data, train_cfg.seed, check_device(device))
+    X, y = run_data.x_train, run_data.y_train
+    model = build_model(model_cfg, X.shape[1], run_data.num_classes, train_cfg.seed + 1).to(device)
+    bar = Progress(train_cfg.total_steps(X.shape[0]), "train", enabled=progress)
+
+    def on_log(record: dict) -> None:
+        append_jsonl(metrics, record)
+        bar.update(record["step"] + 1 - bar.count, loss=record["loss"], acc=record["train_acc"])
+
+    def on_checkpoint(train_state: TrainState) -> None:
+        train_state.extra["checkpoint_every"] = checkpoint_every
+        save_train_state(out / CHECKPOINT_NAME, train_state)
+
+    history: History = train(model, X, y, train_cfg, on_log=on_log, checkpoint_every=checkpoint_every,
+                             on_checkpoint=on_checkpoint, resume=state)
+    bar.close()
+    save_model(out / "model.safetensors", model, config)
+    summary = {
+        "steps": history.steps_run, "final_loss": history.loss[-1], "train_acc": history.train_acc[-1],
+        "perfect_step": history.perfect_step, "seconds": history.seconds, "data": run_data.record,
+        "test_loss": None, "test_acc": None, "resumed_from_step": None if state is None else state.step,
+    }
+    if run_data.x_test is not None:
+        summary["test_loss"], summary["test_acc"] = evaluate(model, run_data.x_test, run_data.y_test)
+    atomic_write_json(out / "summary.json", summary)
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return summary

@@ -1,0 +1,32 @@
+"""Independent NumPy oracles shared by the tests (μ′, μ, inputs at the thresholds)."""
+
+import numpy as np
+
+
+def numpy_dmu(name, x, q):
+    if name == "identity":
+        return np.ones_like(x)
+    if name == "relu":
+        return (x > 0).astype(float)
+    if name == "clipped_relu":
+        return ((x > 0) & (x <= q)).astype(float)
+    with np.errstate(divide="ignore"):
+        return np.where(x <= 0, 0.0, np.where(x <= q, 1.0, 1.0 / (x - q + 1.0)))
+
+
+def numpy_mu(name, x, q):
+    if name == "identity":
+        return x
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "clipped_relu":
+        return np.clip(x, 0, q)
+    with np.errstate(invalid="ignore"):
+        return np.where(x <= q, np.maximum(x, 0), q + np.log(np.maximum(x, q) - q + 1.0))
+
+
+def boundary_inputs(bits, alpha):
+    q = (2**bits - 1) * alpha
+    k = np.arange(2**bits) * alpha
+    eps = 1e-9
+    return np.concatenate([k, k + eps, k - eps, [0.0, q, q + eps, q - eps, -3.0, 2 * q, 10 * q, 1e-300]])

@@ -1,0 +1,191 @@
+"""The fast training step against the autograd path and the library quantizer."""
+
+import math
+
+import pytest
+import torch
+
+import coarsegrad as cg
+from coarsegrad.models.networks import LeNet5
+from coarsegrad.quant.kernels import EagerQuantizer, kernel_alpha_ok
+from coarsegrad.training.fast import fast_step, model_layout
+
+STES = ["identity", "relu", "clipped_relu", "log_tailed_relu"]
+
+
+def boundary_inputs(bits, alpha, dtype):
+    """Every fl(kα), its float neighbours, 0, ±tiny, q_max, far values and random ones."""
+    levels = 2**bits - 1
+    ks = torch.arange(-2, levels + 3, dtype=dtype) * alpha  # same product as staircase_codes
+    inf = torch.tensor(math.inf, dtype=dtype)
+    up, down = torch.nextafter(ks, inf), torch.nextafter(ks, -inf)
+    tiny = torch.finfo(dtype).tiny
+    special = torch.tensor([0.0, -0.0, tiny, -tiny, tiny / 4, 1e-30, -1e-30, 1e30, -1e30, math.inf,
+                            -math.inf, math.nan, levels * alpha, (levels + 0.5) * alpha], dtype=dtype)
+    rand = torch.randn(4096, generator=torch.Generator().manual_seed(bits), dtype=dtype) * levels * alpha
+    return torch.cat([ks, up, down, special, rand])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("alpha", [None, 0.1, 0.3, 1.0, 3.7, 1e-3, 123.456])
+def test_eager_codes_equal_staircase_codes_at_every_boundary(dtype, bits, alpha):
+    alpha = cg.optimal_alpha(bits) if alpha is None else alpha
+    assert kernel_alpha_ok(bits, alpha, dtype)
+    x = boundary_inputs(bits, alpha, dtype)
+    for ste in STES:
+        quant = EagerQuantizer(bits, alpha, cg.get_ste(ste), dtype)
+        h = x.clone().unsqueeze(0)
+        codes, scratch = torch.empty_like(h), torch.empty_like(h)
+        factor = quant.forward(h, codes, scratch)
+        # NaN stays NaN, as in staircase_codes (a diverged run keeps its NaN loss)
+        torch.testing.assert_close(codes[0], cg.staircase_codes(x, bits, alpha), rtol=0, atol=0,
+                                   equal_nan=True)
+        if factor is not None and cg.get_ste(ste).indicator is not None:
+            assert factor.dtype == torch.bool  # one byte per element
+        grad = torch.ones_like(h)
+        quant.backward(grad, h, factor)  # dσ = 1 gives m itself
+        finite = ~x.isnan()
+        assert torch.equal(grad[0][finite], cg.get_ste(ste).dmu(x, bits, alpha)[finite])
+
+
+def test_boundary_cases_cover_every_kernel_path():
+    paths = {EagerQuantizer(bits, alpha, cg.get_ste("relu"), dtype).path
+             for bits in (1, 2, 4) for alpha in (0.3, 3.7) for dtype in (torch.float32, torch.float64)}
+    assert paths == {"ceil", "count", "correct"}
+
+
+@pytest.mark.parametrize("bits,alpha", [(2, None), (2, 0.3), (4, None)])
+@pytest.mark.parametrize("ste", STES)
+def test_eager_quantizer_in_several_row_blocks(bits, alpha, ste):
+    # 300 × 1024 elements span three BLOCK_ELEMENTS blocks; the last one is partial
+    from coarsegrad.quant.kernels import BLOCK_ELEMENTS
+
+    alpha = cg.optimal_alpha(bits) if alpha is None else alpha
+    gen = torch.Generator().manual_seed(bits)
+    x = torch.randn(300, 1024, generator=gen) * (2**bits - 1) * alpha
+    assert x.numel() > 2 * BLOCK_ELEMENTS
+    quant = EagerQuantizer(bits, alpha, cg.get_ste(ste), torch.float32)
+    h, codes, scratch = x.clone(), torch.empty_like(x), torch.empty_like(x)
+    factor = quant.forward(h, codes, scratch)
+    assert torch.equal(codes, cg.staircase_codes(x, bits, alpha))
+    grad = torch.ones_like(x)
+    quant.backward(grad, h, factor)
+    assert torch.equal(grad, cg.get_ste(ste).dmu(x, bits, alpha))
+
+
+def test_codes_fix_the_rounding_of_x_over_alpha():
+    # inputs exactly at fl(kα) where fl(x/α) lands on the other side of k
+    alpha, bits = 0.1, 4
+    x = torch.arange(0, 16, dtype=torch.float32) * alpha
+    naive = torch.clamp(torch.ceil(x / alpha), 0, 15)
+    quant = EagerQuantizer(bits, alpha, cg.get_ste("relu"), torch.float32)
+    h = x.clone().unsqueeze(0)
+    codes = torch.empty_like(h)
+    quant.forward(h, codes, torch.empty_like(h))
+    assert torch.equal(codes[0], torch.arange(0, 16, dtype=torch.float32))
+    assert torch.equal(codes[0], cg.staircase_codes(x, bits, alpha))
+    assert not torch.equal(naive, codes[0])  # the case the correction exists for
+
+
+def problem(model_kind, ste, bits, seed=0):
+    X, y = cg.orthogonal_subspaces(4, 40, 5, 60, generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed + 1)
+    if model_kind == "mlp":
+        net = cg.MLP(40, 32, 4, bits=bits, ste=ste, generator=gen)
+    else:
+        net = cg.TwoLayerNet(40, 4, 8, bits=bits, ste=ste, second_layer=model_kind.split("-")[1],
+                             init_scale=1.0, generator=gen)
+    return X, y, net
+
+
+def run_both(model_kind, ste, bits, **train_kwargs):
+    out = []
+    for fast in (True, False):
+        X, y, net = problem(model_kind, ste, bits)
+        config = cg.TrainConfig(stop_at_perfect=False, fast=fast, **train_kwargs)
+        history = cg.train(net, X, y, config)
+        out.append((history, {n: p.detach().clone() for n, p in net.named_parameters()}))
+    return out
+
+
+def check_one_step(model_kind, ste, bits, optimizer, batch):
+    (fh, fast), (ah, slow) = run_both(model_kind, ste, bits, optimizer=optimizer, lr=0.1,
+                                      batch_size=batch, steps=1, chunk_size=37)
+    assert fh.loss == pytest.approx(ah.loss, abs=1e-5)
+    # σ-sums of a fixed V tie exactly; the fast path sums integer codes before ×α, so a
+    # tie can go the other way: accuracy agrees up to a few tied rows
+    assert fh.train_acc == pytest.approx(ah.train_acc, abs=0.02)
+    for name in slow:
+        torch.testing.assert_close(fast[name], slow[name], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("ste", STES)
+@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+@pytest.mark.parametrize("batch", [None, 50])
+def test_mlp_fast_path_matches_autograd_after_one_step(ste, bits, optimizer, batch):
+    check_one_step("mlp", ste, bits, optimizer, batch)
+
+
+@pytest.mark.parametrize("model_kind", ["two-fixed", "two-trained"])
+@pytest.mark.parametrize("ste", STES)
+@pytest.mark.parametrize("optimizer,batch", [("momentum", None), ("adam", 64)])
+def test_two_layer_fast_path_matches_autograd_after_one_step(model_kind, ste, optimizer, batch):
+    check_one_step(model_kind, ste, 2, optimizer, batch)
+
+
+@pytest.mark.parametrize("ste", STES)
+@pytest.mark.parametrize("optimizer,batch", [("sgd", None), ("momentum", 64)])
+def test_fast_path_loss_history_matches_autograd(ste, optimizer, batch):
+    (fh, _), (ah, _) = run_both("mlp", ste, 2, optimizer=optimizer, lr=0.05, batch_size=batch,
+                                steps=5, chunk_size=100)
+    assert len(fh.loss) == 5
+    assert fh.loss == pytest.approx(ah.loss, abs=1e-5)
+
+
+def test_fast_path_sets_grad_like_autograd():
+    X, y, net = problem("mlp", "clipped_relu", 2)
+    step = fast_step(net, X, y, 64)
+    loss, correct = step.accumulate(X, y, None, 1.0 / X.shape[0])
+    fast = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad()
+    out = net(X)
+    reference = torch.nn.functional.cross_entropy(out, y)
+    reference.backward()
+    assert float(loss) / X.shape[0] == pytest.approx(reference.item(), abs=1e-6)
+    assert int(correct) == int((out.argmax(1) == y).sum())
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(fast[n], p.grad, atol=1e-6, rtol=0)
+
+
+def test_dispatch_covers_two_layer_models_only():
+    X, y, net = problem("mlp", "clipped_relu", 2)
+    assert fast_step(net, X, y, 64) is not None
+    assert model_layout(cg.MLP(40, 8, 4, batchnorm=True)) is None
+    assert model_layout(LeNet5()) is None
+    assert fast_step(net, X.double(), y, 64) is None  # dtype mismatch: autograd path
+    assert fast_step(cg.MLP(40, 8, 4, alpha=1e-300), X, y, 64) is None  # α underflows float32
+    with pytest.raises(cg.DataError, match="^y"):
+        fast_step(net, X, torch.full_like(y, 9), 64)
+    with pytest.raises(cg.ConfigError, match="^fast"):
+        cg.TrainConfig(fast="yes")
+
+
+def test_fast_path_keeps_working_with_batchnorm_models_via_autograd():
+    X, y, _ = problem("mlp", "clipped_relu", 2)
+    net = cg.MLP(40, 16, 4, batchnorm=True, generator=torch.Generator().manual_seed(0))
+    history = cg.train(net, X, y, cg.TrainConfig(steps=2, batch_size=32, stop_at_perfect=False))
+    assert history.steps_run == 2
+
+
+def test_check_data_accepts_finite_data_whose_sum_overflows():
+    from coarsegrad.data.checks import check_data
+
+    X = torch.full((4, 3), 3e38)  # every entry finite, the float32 sum is inf
+    y = torch.tensor([0, 1, 0, 1])
+    check_data(X, y)
+    for bad in (math.nan, math.inf, -math.inf):
+        X[1, 2] = bad
+        with pytest.raises(cg.DataError, match="^X"):
+            check_data(X, y)
