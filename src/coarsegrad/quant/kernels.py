@@ -13,7 +13,7 @@ Three exact paths for c, the first that applies:
   a case;
 * ``count`` (L ≤ 3, or an α outside :func:`kernel_alpha_ok`; L + 1 passes):
   c = Σ_j 1{h > t_j}, the first term NaN-preserving (1{h > 0} = ⌈clip(h, 0, 1)⌉ for
-  t_0 = 0, else sign(clip(h, t_0, t_0⁺) − t_0));
+  t_0 = 0, else (clip(h, t_0, t_0⁺) − t_0)/(t_0⁺ − t_0), exact: both are one ulp);
 * ``correct`` (10 passes), for any L:
 
   1. u = clip(h, t_0, t⁺) with t⁺ the float just above t_{L−1}: u > t_j ⇔ h > t_j for
@@ -148,7 +148,8 @@ class EagerQuantizer:
             if t[0] == 0.0:
                 torch.clamp(h, 0.0, 1.0, out=codes).ceil_()  # 1{h > 0}, NaN kept
             else:
-                torch.clamp(h, t[0], self.lower_up, out=codes).sub_(t[0]).sign_()  # 1{h > t_0}, NaN kept
+                # 1{h > t_0}, NaN kept: (clip(h, t_0, t_0⁺) − t_0)/(t_0⁺ − t_0), an ulp over itself
+                torch.clamp(h, t[0], self.lower_up, out=codes).sub_(t[0]).div_(self.lower_up - t[0])
             for threshold in t[1:]:
                 codes.add_(torch.gt(h, threshold, out=scratch))
         else:
