@@ -253,3 +253,64 @@ def test_check_data_accepts_finite_data_whose_sum_overflows():
         X[1, 2] = bad
         with pytest.raises(cg.DataError, match="^X"):
             check_data(X, y)
+
+
+class MyMLP(cg.MLP):
+    """A user subclass that keeps MLP's forward: the model still offers the fast step."""
+
+    def describe(self):
+        return "mine"
+
+
+class ScaledMLP(cg.MLP):
+    """A user subclass with its own forward: the fast step would compute the wrong model."""
+
+    calls = 0
+
+    def forward(self, x):
+        ScaledMLP.calls += 1
+        return 2.0 * super().forward(x)
+
+
+def test_the_model_decides_the_fast_path_for_subclasses():
+    X, y, _ = problem("mlp", "clipped_relu", 2)
+    mine = MyMLP(40, 16, 4, generator=torch.Generator().manual_seed(0))
+    assert fast_step(mine, X, y, 64) is not None
+    scaled = ScaledMLP(40, 16, 4, generator=torch.Generator().manual_seed(0))
+    assert scaled.two_layer_form() is None and fast_step(scaled, X, y, 64) is None
+    ScaledMLP.calls = 0
+    cg.train(scaled, X, y, cg.TrainConfig(steps=2, stop_at_perfect=False, fast=True))
+    assert ScaledMLP.calls >= 2  # autograd ran the override
+    # the subclass on the fast path trains exactly as MLP itself does through autograd
+    ref = cg.MLP(40, 16, 4, generator=torch.Generator().manual_seed(0))
+    cg.train(mine, X, y, cg.TrainConfig(steps=3, lr=0.1, stop_at_perfect=False, fast=True))
+    cg.train(ref, X, y, cg.TrainConfig(steps=3, lr=0.1, stop_at_perfect=False, fast=False))
+    for a, b in zip(mine.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("ste", STES)
+def test_quantize_model_sequential_trains_with_the_oracle_gradient(rounding, ste):
+    """nn.Sequential(Linear, ReLU, Linear) made quantized: its autograd gradient (through the
+    kernels) equals the NumPy closed form ((δW₂) ⊙ μ′(H))ᵀX, δᵀσ(H)."""
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(64, 6, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,), generator=gen)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 12, bias=False), torch.nn.ReLU(),
+                              torch.nn.Linear(12, 3, bias=False)).double()
+    quant = cg.ActQuant(2, 0.4, ste, rounding)
+    cg.quantize_model(net, quant)
+    assert fast_step(net, X, y, 64) is None  # no two-layer form: autograd through the kernels
+    torch.nn.functional.cross_entropy(net(X), y).backward()
+    W1, W2 = net[0].weight.detach().numpy(), net[2].weight.detach().numpy()
+    Xn, yn = X.numpy(), y.numpy()
+    H = Xn @ W1.T
+    S = 0.4 * numpy_codes(H, 2, 0.4, rounding)
+    logits = S @ W2.T
+    P = np.exp(logits - logits.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    delta = (P - np.eye(3)[yn]) / len(yn)
+    dW1 = ((delta @ W2) * numpy_dmu(ste, H, quant.q_max)).T @ Xn
+    np.testing.assert_allclose(net[0].weight.grad.numpy(), dW1, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(net[2].weight.grad.numpy(), delta.T @ S, rtol=0, atol=1e-12)

@@ -4,12 +4,12 @@ Forward uses the staircase σ; backward multiplies the incoming gradient by μ�
 evaluated at the pre-activation x. Every STE here is a function of x and of
 q = q_max = (2^b − 1)·α, the top level of the staircase.
 
-| name            | μ(x)                                       | μ′(x)                                   |
-| --------------- | ------------------------------------------ | --------------------------------------- |
-| identity        | x                                          | 1                                       |
-| relu            | max(x, 0)                                  | 1{x > 0}                                |
-| clipped_relu    | clip(x, 0, q)                              | 1{0 < x ≤ q}                            |
-| log_tailed_relu | 0, x, q + log(x − q + 1) (x ≤ 0, ≤ q, > q) | 1 on (0, q], 1/(x − q + 1) on (q, ∞)    |
+| name            | μ(x)                                       | μ′(x)                                |
+| --------------- | ------------------------------------------ | ------------------------------------ |
+| identity        | x                                          | 1                                    |
+| relu            | max(x, 0)                                  | 1{x > 0}                             |
+| clipped_relu    | clip(x, 0, q)                              | 1{0 < x ≤ q}                         |
+| log_tailed_relu | 0, x, q + log(x − q + 1) (x ≤ 0, ≤ q, > q) | 1 on (0, q], 1/(x − q + 1) on (q, ∞) |
 
 (μ′ is 0 off the listed pieces; this table is :func:`ste_table`, rendered from each
 STE's piecewise description.) Boundary rule: μ′(0) = 0 for every STE but identity,
@@ -47,6 +47,10 @@ _GL_WEIGHTS = torch.tensor(0.5 * _weights, dtype=torch.float64)
 
 def _bound(unit: float, q: float) -> float:
     return unit * q if math.isfinite(unit) else unit
+
+
+def _value_text(value: object) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else "f(x, q)"
 
 
 def _bound_text(unit: float) -> str:
@@ -173,7 +177,7 @@ class STE:
         if self.is_indicator and len(self.pieces) == 1:
             cond = self.pieces[0].condition()
             return "1" if cond == "x ∈ ℝ" else f"1{{{cond}}}"
-        return ", ".join(f"{p.text or p.value} on {p.interval_text()}" for p in self.pieces)
+        return ", ".join(f"{p.text or _value_text(p.value)} on {p.interval_text()}" for p in self.pieces)
 
     def mu(self, x: torch.Tensor, q: float) -> torch.Tensor:
         """μ(x) with q = q_max."""
