@@ -47,9 +47,11 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "unknown"
 
 __all__ = [
-    "ActQuant", "BUILTIN_STES", "ConfigError", "DataError", "DatasetSplits", "History", "InputError", "MLP",
-    "QuantReLU", "STE", "StaircaseSTEFunction", "TrainConfig", "TrainState", "TrainingDiverged", "TwoLayerNet",
-    "coarse_gradient", "custom_ste", "evaluate", "get_ste", "export", "is_monotone", "load_checkpoint", "load_dataset",
-    "monotone_violations", "optimal_alpha", "orthogonal_subspaces", "prepare_dataset",
-    "quantize_model", "quantized_relu", "load_train_state", "save_checkpoint", "save_train_state", "staircase", "staircase_codes", "ste_table", "train",
+    "ActQuant", "BUILTIN_STES", "coarse_gradient", "ConfigError", "custom_ste", "DataError",
+    "DatasetSplits", "evaluate", "export", "get_ste", "History", "InputError", "is_monotone",
+    "load_checkpoint", "load_dataset", "load_train_state", "MLP", "monotone_violations",
+    "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "quantize_model", "quantized_relu",
+    "QuantReLU", "save_checkpoint", "save_train_state", "staircase", "staircase_codes",
+    "StaircaseSTEFunction", "STE", "ste_table", "train", "TrainConfig", "TrainingDiverged",
+    "TrainState", "TwoLayerNet",
 ]

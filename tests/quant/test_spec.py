@@ -129,7 +129,7 @@ def quad_mse(alpha, bits, rounding):
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         mid = lo + 1e-9 if math.isinf(hi) else 0.5 * (lo + hi)
         level = alpha * min(levels, max(0, math.ceil(mid / alpha - o)))  # σ is constant on the cell
-        total += integrate.quad(lambda x: (x - level) ** 2 * density(x), lo, hi, epsabs=1e-13)[0]
+        total += integrate.quad(lambda x, c=level: (x - c) ** 2 * density(x), lo, hi, epsabs=1e-13)[0]
     return total
 
 

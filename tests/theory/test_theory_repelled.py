@@ -1,7 +1,7 @@
 """The repelled study on a tiny synthetic data set: records, shared start point, gradient oracle."""
 
-import json
 import dataclasses
+import json
 import math
 
 import pytest

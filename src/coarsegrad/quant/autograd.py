@@ -68,7 +68,7 @@ def quantized_relu(x: torch.Tensor, quant: ActQuant | int = 2, alpha: float | No
                    ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> torch.Tensor:
     """σ(x) with the coarse gradient of ``quant`` (an :class:`ActQuant`, or its bits with
     alpha/ste/rounding)."""
-    out: torch.Tensor = StaircaseSTEFunction.apply(x, as_quant(quant, alpha, ste, rounding))
+    out: torch.Tensor = StaircaseSTEFunction.apply(x, as_quant(quant, alpha, ste, rounding))  # type: ignore[no-untyped-call]
     return out
 
 
@@ -93,7 +93,7 @@ class QuantReLU(nn.Module):
         return self.quant.ste
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = StaircaseSTEFunction.apply(x, self.quant)
+        out: torch.Tensor = StaircaseSTEFunction.apply(x, self.quant)  # type: ignore[no-untyped-call]
         return out
 
     def extra_repr(self) -> str:

@@ -169,17 +169,20 @@ class EagerQuantizer:
         if factor is not None:
             return grad.mul_(factor.view(torch.uint8) if factor.dtype == torch.bool else factor)
         if self.mode == "threshold":  # grad where h > 0, else 0
-            return torch.ops.aten.threshold_backward.grad_input(grad, h, 0.0, grad_input=grad)
-        if self.mode == "hardtanh":  # grad where 0 < h < q⁺, else 0
-            return torch.ops.aten.hardtanh_backward.grad_input(grad, h, 0.0, self.q_above, grad_input=grad)
+            torch.ops.aten.threshold_backward.grad_input(grad, h, 0.0, grad_input=grad)
+        elif self.mode == "hardtanh":  # grad where 0 < h < q⁺, else 0
+            torch.ops.aten.hardtanh_backward.grad_input(grad, h, 0.0, self.q_above, grad_input=grad)
         return grad  # identity: m = 1
 
     def grad_input(self, grad: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
         """dh = dσ ⊙ m out of place (autograd): ``saved`` is h for a fused mode, else m."""
+        out: torch.Tensor
         if self.mode == "threshold":
-            return torch.ops.aten.threshold_backward(grad, saved, 0.0)
+            out = torch.ops.aten.threshold_backward(grad, saved, 0.0)
+            return out
         if self.mode == "hardtanh":
-            return torch.ops.aten.hardtanh_backward(grad, saved, 0.0, self.q_above)
+            out = torch.ops.aten.hardtanh_backward(grad, saved, 0.0, self.q_above)
+            return out
         if self.mode == "all":
             return grad.clone()
         return grad * saved

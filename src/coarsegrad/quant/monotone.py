@@ -20,10 +20,10 @@ def monotone_violations(ste: STE | str, quant: ActQuant | int, alpha: float | No
     q = spec.q_max
     ks = torch.arange(0, spec.levels + 1, dtype=torch.float64) * spec.alpha
     eps = 1e-9 * max(q, 1.0)
-    grid = torch.cat([
+    grid = torch.sort(torch.cat([
         torch.linspace(-4 * q, 16 * q, 20001, dtype=torch.float64),
         ks, ks + eps, ks - eps, torch.tensor([q, q + eps, q - eps, 1e-12], dtype=torch.float64),
-    ]).unique()
+    ])).values
     d = ste.derivative(grid, q).to(torch.float64)
     problems = []
     if not torch.isfinite(d).all():

@@ -47,7 +47,7 @@ def check_alpha(alpha: object) -> float:
 def check_rounding(rounding: object) -> Rounding:
     """Return ``rounding`` if it is one of ceil | nearest | floor, else raise ``ConfigError('rounding')``."""
     if rounding == "ceil" or rounding == "nearest" or rounding == "floor":
-        return rounding  # type: ignore[return-value]  # narrowed by the comparisons
+        return rounding  # narrowed by the comparisons
     raise ConfigError("rounding", f"must be one of {', '.join(ROUNDING_OFFSET)}, got {rounding!r}")
 
 

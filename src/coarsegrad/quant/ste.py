@@ -234,7 +234,7 @@ def ste_table(stes: tuple[STE, ...] | None = None) -> str:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
 
     def line(cells: tuple[str, ...]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
     return "\n".join([line(head), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
 

@@ -71,7 +71,7 @@ class FastStep:
         self.quant = EagerQuantizer(layout.quant, layout.w1.dtype, layout.w1.device)
         self.alpha = layout.quant.alpha
         self.grads = [(p, torch.empty_like(p, memory_format=torch.contiguous_format))
-                      for p in (layout.w1, layout.b1, layout.w2, layout.b2) if _trainable(p)]
+                      for p in (layout.w1, layout.b1, layout.w2, layout.b2) if p is not None and p.requires_grad]
         self._grad_of = {id(p): g for p, g in self.grads}
         self._rows = 0
 
@@ -81,13 +81,13 @@ class FastStep:
             return
         w1 = self.layout.w1
         hidden = w1.shape[0]
-        like = {"dtype": w1.dtype, "device": w1.device}
-        self.h = torch.empty(rows, hidden, **like)
-        self.codes = torch.empty(rows, hidden, **like)
-        self.scratch = torch.empty(rows, hidden, **like)
+        dtype, device = w1.dtype, w1.device
+        self.h = torch.empty(rows, hidden, dtype=dtype, device=device)
+        self.codes = torch.empty(rows, hidden, dtype=dtype, device=device)
+        self.scratch = torch.empty(rows, hidden, dtype=dtype, device=device)
         self.xbuf = torch.empty(rows, x.shape[1], dtype=x.dtype, device=x.device)
         self.ybuf = torch.empty(rows, dtype=torch.int64, device=x.device)
-        self.minus_one = torch.full((1, rows), -1.0, **like)
+        self.minus_one = torch.full((1, rows), -1.0, dtype=dtype, device=device)
         self._rows = rows
 
     @torch.no_grad()
