@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from coarsegrad.data.splits import DatasetSplits, prepare_dataset
 from coarsegrad.errors import ConfigError
 from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.staircase import check_bits
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
 from coarsegrad.training.fast import FastStep, fast_step
@@ -187,7 +188,10 @@ def continue_training(start: nn.Module, ste: str, lr: float, splits: DatasetSpli
     Returns one record per step in ``cfg.eval_at`` (measured before that step's update).
     """
     model = copy.deepcopy(start)
-    model.act.quant = replace(model.act.quant, ste=get_ste(ste))
+    act = model.act
+    if not isinstance(act, QuantReLU):
+        raise ConfigError("model", f"needs a QuantReLU activation, got {type(act).__name__}")
+    act.quant = replace(act.quant, ste=get_ste(ste))
     theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     fast = fast_step(model, x, y, cfg.chunk_size)
     gen = torch.Generator().manual_seed(seed)
