@@ -44,6 +44,11 @@ def check_alpha(alpha: object) -> float:
     return value
 
 
+def num_levels(bits: int) -> int:
+    """Largest code L = 2^b − 1 (read it from :attr:`coarsegrad.ActQuant.levels`)."""
+    return (1 << check_bits(bits)) - 1
+
+
 def check_rounding(rounding: object) -> Rounding:
     """Return ``rounding`` if it is one of ceil | nearest | floor, else raise ``ConfigError('rounding')``."""
     if rounding == "ceil" or rounding == "nearest" or rounding == "floor":
@@ -80,7 +85,7 @@ def half_gaussian_mse(alpha: float, bits: int, rounding: Rounding = "nearest") -
     Gaussian second moment about kα in closed form through Φ and φ (2φ: the half
     Gaussian density on [0, ∞)). ``nearest`` is Lloyd's uniform quantizer.
     """
-    levels = (1 << check_bits(bits)) - 1
+    levels = num_levels(bits)
     alpha = check_alpha(alpha)
     offset = ROUNDING_OFFSET[check_rounding(rounding)]
     total = 0.0
@@ -107,7 +112,7 @@ def optimal_alpha(bits: int, rounding: Rounding = "nearest") -> float:
 
 @functools.lru_cache(maxsize=None)
 def _optimal_alpha(bits: int, rounding: Rounding) -> float:
-    levels = (1 << bits) - 1
+    levels = num_levels(bits)
     # The optimum lies well inside (0, 6/L]: the top level never needs to pass 6σ.
     hi_bound = 6.0 / levels
     grid = [hi_bound * (i + 1) / 400 for i in range(400)]
