@@ -1,5 +1,5 @@
 # Two entry points, each doing all set-up on a fresh machine with Python 3 and make:
-#   make reproduce   create .venv, install, run the paper's experiments (quick mode)
+#   make reproduce   create .venv, install, run the paper's experiments in quick mode (writes runs/reproduce)
 #   make test        create .venv with the test extras, run lint (ruff), types (mypy) and the tests
 PYTHON ?= python3
 VENV := .venv
