@@ -30,6 +30,7 @@ from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.io import tensorfile
 from coarsegrad.models.build import build_model
 from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.spec import ActQuant
 
 HEADER_KEY = "coarsegrad.checkpoint"
@@ -79,6 +80,13 @@ def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[st
     return fields
 
 
+def _act(model: nn.Module) -> QuantReLU:
+    act = getattr(model, "act", None)
+    if not isinstance(act, QuantReLU):
+        raise ConfigError("model", f"needs a QuantReLU activation, got {type(act).__name__}")
+    return act
+
+
 def _quant_fields(quant: ActQuant) -> dict[str, Any]:
     """The spec as saved (``ActQuant.to_dict``), without the provenance of α."""
     return {k: v for k, v in quant.to_dict().items() if k != "alpha_rule"}
@@ -115,7 +123,7 @@ def save_checkpoint(
     """
     arch, in_features, num_classes = _model_sizes(model)
     fields = _model_config(config, arch)
-    act = model.act
+    act = _act(model)
     quant = _quant_fields(act.quant)
     if fields["model"] != arch or _quant_fields(ModelConfig(**fields).act_quant()) != quant:
         raise ConfigError("config", f"does not describe the model ({fields['model']}, bits={fields['bits']}, "
@@ -201,7 +209,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             header[k] == fields.get(k) for k in ("bits", "alpha", "ste"))
         model = _build(fields, in_features, num_classes)
         if "quant" in header:  # the spec saved whole (files before it carry bits/alpha/ste only)
-            consistent = consistent and header["quant"] == _quant_fields(model.act.quant)
+            consistent = consistent and header["quant"] == _quant_fields(_act(model).quant)
     except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
         raise DataError(source, f"checkpoint header does not describe a model ({exc})") from None
     if not consistent:
