@@ -14,26 +14,31 @@ import math
 import torch
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.validate import integer, number
 
 MAX_BITS = 8
 
 
 def check_bits(bits: object) -> int:
     """Return ``bits`` if it is an int in 1..8, else raise ``ConfigError('bits')``."""
-    if isinstance(bits, bool) or not isinstance(bits, int):
-        raise ConfigError("bits", f"must be an integer in 1..{MAX_BITS}, got {bits!r}")
-    if not 1 <= bits <= MAX_BITS:
-        raise ConfigError("bits", f"must be in 1..{MAX_BITS}, got {bits}")
-    return bits
+    return integer("bits", bits, lo=1, hi=MAX_BITS)
 
 
 def check_alpha(alpha: object) -> float:
     """Return ``alpha`` as a float if it is finite and > 0, else raise ``ConfigError('alpha')``."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise ConfigError("alpha", f"must be a finite number > 0, got {alpha!r}")
-    value = float(alpha)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ConfigError("alpha", f"must be a finite number > 0, got {alpha!r}")
+    return number("alpha", alpha, lo=0.0, lo_open=True)
+
+
+def check_alpha_range(bits: int, alpha: object, dtype: torch.dtype = torch.float32) -> float:
+    """``alpha`` if α and q_max = (2^b − 1)α are finite normal numbers of ``dtype``
+    (tiny ≤ α, q_max ≤ max), else ``ConfigError('alpha')`` stating the range for ``bits``."""
+    value = check_alpha(alpha)
+    info = torch.finfo(dtype)
+    top = info.max / num_levels(bits)
+    if not info.tiny <= value <= top:
+        raise ConfigError("alpha", f"must be in [{info.tiny:.6g}, {top:.6g}] for bits={bits}, so that α and "
+                                   f"(2^b − 1)·α are finite normal {str(dtype).replace('torch.', '')} numbers; "
+                                   f"got {value!r}")
     return value
 
 

@@ -27,6 +27,7 @@ from coarsegrad.io.records import atomic_write_json
 from coarsegrad.sweep.backends import run_local, run_ray
 from coarsegrad.sweep.spec import SweepSpec
 from coarsegrad.sweep.store import TRIALS_FILE, append_record, exclusive_sweep, latest_records
+from coarsegrad.validate import MAX_WORKERS, integer, optional_integer
 
 BACKENDS = ("local", "ray")
 
@@ -91,10 +92,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ConfigError("workers", f"must be a positive integer, got {workers!r}")
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigError("max_retries", f"must be an integer >= 0, got {max_retries!r}")
+    optional_integer("workers", workers, lo=1, hi=MAX_WORKERS)
+    integer("max_retries", max_retries, lo=0, hi=1000)
     if ray_address is not None and backend != "ray":
         raise ConfigError("ray_address", "needs --backend ray")
     out = Path(out).resolve()  # workers may run in another directory

@@ -27,6 +27,7 @@ from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.errors import ConfigError, TrainingDiverged
 from coarsegrad.models.networks import TwoLayerNet
 from coarsegrad.training.loop import TrainConfig, train
+from coarsegrad.validate import integer
 
 TRIAL_DEFAULTS: dict[str, object] = {
     "num_classes": 3, "dim": 12, "subspace_dim": 2, "samples_per_class": 50,
@@ -83,8 +84,7 @@ def run_trials(trials: list[dict], workers: int | None = None, start_method: str
     "spawn". Each worker sets one torch thread; trials share no state.
     """
     workers = (os.cpu_count() or 1) if workers is None else workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError("workers", f"must be an integer >= 1, got {workers!r}")
+    integer("workers", workers, lo=1)
     if workers == 1 or len(trials) <= 1:
         return [run_trial(t) for t in trials]
     if start_method is None:

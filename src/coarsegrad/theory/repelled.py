@@ -40,6 +40,7 @@ from coarsegrad.quant.staircase import check_bits
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
 from coarsegrad.training.fast import FastStep, fast_step
 from coarsegrad.training.loop import TrainConfig, evaluate, train
+from coarsegrad.validate import integer, number
 
 MODELS = ("mlp", "two_layer")
 PRETRAIN = {"optimizer": "momentum", "lr": 0.05, "batch_size": 128, "epochs": 3, "schedule": "cosine"}
@@ -84,11 +85,11 @@ class RepelledConfig:
         for name in ("batch_size", "train_subset", "workers"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
-        if not self.lrs or not all(isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0
-                                   for lr in self.lrs):
+        if not self.lrs:
             raise ConfigError("lrs", f"give step sizes > 0, got {self.lrs!r}")
-        if not (isinstance(self.init_scale, (int, float)) and self.init_scale > 0):
-            raise ConfigError("init_scale", f"must be > 0, got {self.init_scale!r}")
+        for lr in self.lrs:
+            number("lrs", lr, lo=0.0, lo_open=True)
+        number("init_scale", self.init_scale, lo=0.0, lo_open=True)
         try:
             TrainConfig(**self.pretrain)
         except TypeError as exc:
@@ -106,8 +107,7 @@ class RepelledConfig:
 
 
 def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
+    integer(name, value, lo=1)
 
 
 def make_model(cfg: RepelledConfig, bits: int, in_features: int, num_classes: int,

@@ -21,6 +21,7 @@ from coarsegrad.theory.diagnostics import angle_grid, make_teacher, spurious_rec
 from coarsegrad.theory.geometry import track_geometry
 from coarsegrad.theory.landscape import make_trials, run_trials
 from coarsegrad.training.loop import TrainConfig
+from coarsegrad.validate import integer
 
 ALL_STES = tuple(BUILTIN_STES)
 
@@ -37,8 +38,7 @@ def _check_common(bits: tuple[int, ...], stes: tuple[str, ...]) -> None:
 
 
 def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
+    integer(name, value, lo=1)
 
 
 @dataclass
