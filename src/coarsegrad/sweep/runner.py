@@ -97,7 +97,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
     if ray_address is not None and backend != "ray":
         raise ConfigError("ray_address", "needs --backend ray")
     out = Path(out).resolve()  # workers may run in another directory
-    with exclusive_sweep(out):
+    with exclusive_sweep(out) as lock_fd:
         todo, skipped = pending_trials(spec, out)
         atomic_write_json(out / "sweep.json", {**spec.as_dict(), "backend": backend, "ray_address": ray_address,
                                                "workers": workers, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -105,7 +105,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
         started = time.perf_counter()
         trials_dir = str(out / "trials")
         if todo and backend == "local":
-            run_local(todo, trials_dir, spec.checkpoint_every, tracker, workers, max_retries + 1)
+            run_local(todo, trials_dir, spec.checkpoint_every, tracker, workers, max_retries + 1, (lock_fd,))
         elif todo:
             run_ray(todo, trials_dir, spec.checkpoint_every, tracker, workers, max_retries + 1, ray_address)
         tracker.bar.close()

@@ -259,7 +259,7 @@ def repelled_group(cfg: RepelledConfig, bits: int, seed: int, data: DatasetSplit
 def run_repelled(cfg: RepelledConfig, data: DatasetSplits | None = None, progress: bool = False) -> list[dict]:
     """Every (bits, seed) group (:func:`repelled_group`), on ``cfg.workers`` processes
     (default: CPU count; 1 runs in this process)."""
-    from coarsegrad.experiments.pool import run_trials
+    from coarsegrad.parallel import run_trials
 
     trials = [(repelled_group, {"cfg": cfg, "bits": b, "seed": s, "data": data})
               for b in cfg.bits for s in range(cfg.seeds)]
