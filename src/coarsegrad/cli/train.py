@@ -23,6 +23,7 @@ from coarsegrad.config import (
 from coarsegrad.errors import ConfigError
 from coarsegrad.training.loop import TrainConfig
 from coarsegrad.training.run import check_device, load_run_config, run_training
+from coarsegrad.validate import MAX_STEPS, optional_integer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,12 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise ConfigError("checkpoint_every", f"must be >= 0, got {args.checkpoint_every}")
+def resolve(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The validated configs of ``coarsegrad train ARGS`` (preset, then flags), and every
+    other flag checked; nothing is read but the preset, nothing is written."""
+    optional_integer("checkpoint_every", args.checkpoint_every, lo=0, hi=MAX_STEPS)
     check_device(args.device)
-    if args.resume is not None:
-        return _resume(args)
     preset = load_preset(args.config) if args.config else {}
     data = dataclass_from_flags(DataConfig, args, preset.get("data"))
     model = dataclass_from_flags(ModelConfig, args, preset.get("model"))
@@ -55,6 +55,15 @@ def run(args: argparse.Namespace) -> int:
         train_preset.pop("steps", None)
         train_preset.pop("epochs", None)
     train = dataclass_from_flags(TrainConfig, args, train_preset)
+    return data, model, train
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        optional_integer("checkpoint_every", args.checkpoint_every, lo=0, hi=MAX_STEPS)
+        check_device(args.device)
+        return _resume(args)
+    data, model, train = resolve(args)
     out = args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")
     summary = run_training(data, model, train, out, progress=not args.quiet,
                            checkpoint_every=args.checkpoint_every or 0, device=args.device)

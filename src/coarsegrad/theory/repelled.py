@@ -40,7 +40,7 @@ from coarsegrad.quant.staircase import check_bits
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
 from coarsegrad.training.fast import FastStep, fast_step
 from coarsegrad.training.loop import TrainConfig, evaluate, train
-from coarsegrad.validate import integer, number
+from coarsegrad.validate import MAX_STEPS, MAX_UNITS, integer, number
 
 MODELS = ("mlp", "two_layer")
 PRETRAIN = {"optimizer": "momentum", "lr": 0.05, "batch_size": 128, "epochs": 3, "schedule": "cosine"}
@@ -80,7 +80,9 @@ class RepelledConfig:
             raise ConfigError("stes", "give at least one STE")
         for s in (*self.stes, self.pretrain_ste):
             get_ste(s)
-        for name in ("hidden", "units_per_class", "seeds", "steps", "chunk_size"):
+        for name in ("hidden", "units_per_class"):
+            integer(name, getattr(self, name), lo=1, hi=MAX_UNITS)
+        for name in ("seeds", "steps", "chunk_size"):
             _positive(name, getattr(self, name))
         for name in ("batch_size", "train_subset", "workers"):
             if getattr(self, name) is not None:
@@ -107,7 +109,7 @@ class RepelledConfig:
 
 
 def _positive(name: str, value: object) -> None:
-    integer(name, value, lo=1)
+    integer(name, value, lo=1, hi=MAX_STEPS)
 
 
 def make_model(cfg: RepelledConfig, bits: int, in_features: int, num_classes: int,
