@@ -120,7 +120,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) 
 
 def dataclass_from_flags(cls: type, namespace: argparse.Namespace, base: dict | None = None) -> Any:
     """Build ``cls`` from the flags that were given, on top of ``base`` (e.g. a preset)."""
-    values = dict(base or {})
+    section = {"DataConfig": "data", "ModelConfig": "model", "TrainConfig": "train"}.get(cls.__name__, cls.__name__)
+    values = dict(v.fields(section, base or {}, cls))  # preset values: known fields, declared types
     names = {f.name for f in dataclasses.fields(cls)}
     for name in names:
         value = getattr(namespace, name, None)
