@@ -150,7 +150,7 @@ def read_toml(path: Path, field: str) -> dict[str, Any]:
     if len(raw) > MAX_TOML_BYTES:
         raise ConfigError(field, f"{path} is larger than {MAX_TOML_BYTES} bytes")
     try:
-        parsed = tomllib.loads(raw.decode("utf-8"))
+        parsed: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(field, f"{path} is not valid TOML ({exc})") from None
     except RecursionError:

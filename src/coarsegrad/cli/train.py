@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 from coarsegrad.config import (
     DataConfig,
@@ -26,7 +27,7 @@ from coarsegrad.training.run import check_device, load_run_config, run_training
 from coarsegrad.validate import MAX_STEPS, optional_integer
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train one network and write a run record")
     p.add_argument("--out", default=None, help="run directory (default: runs/train-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -84,7 +85,7 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(out: str, summary: dict) -> None:
+def _report(out: str, summary: dict[str, Any]) -> None:
     test = "" if summary["test_acc"] is None else f" test_acc={summary['test_acc']:.4f}"
     print(f"{out}: steps={summary['steps']} loss={summary['final_loss']:.4g} "
           f"train_acc={summary['train_acc']:.4f}{test} perfect_step={summary['perfect_step']}")

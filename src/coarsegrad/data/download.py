@@ -172,8 +172,8 @@ def check_file(path: Path, expected: FileSum) -> FileCheck:
     return FileCheck(path, "ok", f"decompressed md5 {md5}")
 
 
-def verify_dataset(name: str, data_dir: str | os.PathLike | None = None,
-                   folder: str | os.PathLike | None = None) -> list[FileCheck]:
+def verify_dataset(name: str, data_dir: str | os.PathLike[str] | None = None,
+                   folder: str | os.PathLike[str] | None = None) -> list[FileCheck]:
     """Check the four files of ``name`` (in ``folder``, or where it is found) against
     :data:`CHECKSUMS`; one :class:`FileCheck` per file, empty if not found."""
     check_name(name)
@@ -292,7 +292,7 @@ def remove_stale_parts(folder: Path) -> list[Path]:
     return removed
 
 
-def download(name: str, dest: str | os.PathLike | None = None, base_url: str | None = None,
+def download(name: str, dest: str | os.PathLike[str] | None = None, base_url: str | None = None,
              progress: bool = True, timeout: float = 60.0, deadline: float = 1800.0) -> Path:
     """Download the four .gz files of ``name`` into ``dest`` (default
     ``~/.cache/coarsegrad/<name>/``), verify each, and return the folder.

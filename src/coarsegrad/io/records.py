@@ -22,7 +22,7 @@ import torch
 from coarsegrad.errors import ConfigError
 
 
-def make_dir(path: str | os.PathLike, field: str = "out") -> Path:
+def make_dir(path: str | os.PathLike[str], field: str = "out") -> Path:
     """Create the folder ``path`` (and its parents) if needed and return it; any OS
     problem (a file in the way, no permission, a read-only or special file system, a
     name too long) is a ``ConfigError(field)`` naming the path."""

@@ -82,7 +82,8 @@ class SweepSpec:
 
     def trials(self) -> list[Trial]:
         """Every (axis values × seed) combination, seeds innermost; ids checked unique."""
-        trials, seen = [], {}
+        trials: list[Trial] = []
+        seen: dict[str, dict[str, Value]] = {}
         for combo in itertools.product(*(axis.values for axis in self.axes)):
             config = {section: dict(values) for section, values in self.base.items()}
             for axis, value in zip(self.axes, combo, strict=False):
