@@ -17,7 +17,7 @@ from coarsegrad.errors import InputError
 from coarsegrad.sweep import load_spec
 from coarsegrad.training.loop import TrainConfig
 
-SETTINGS = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 CLASSES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 FIELDS = {section: [f.name for f in dataclasses.fields(cls)] + ["unknown"] for section, cls in CLASSES.items()}
 VALUES = ("nan", "inf", "-inf", "1e308", "1e-320", "0", "-1", "1", "2", "18446744073709551615", "0.5", "true",

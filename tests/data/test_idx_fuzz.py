@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from coarsegrad.data.idx import IMAGES_MAGIC, LABELS_MAGIC, MAX_COUNT, read_idx
 from coarsegrad.errors import DataError
 
-SETTINGS = settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _read(blob: bytes, magic: int) -> np.ndarray | DataError:
