@@ -38,7 +38,7 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 def die_with_parent(parent: int) -> bool:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux; True if set);
-    exit at once if the parent ``parent`` is already gone."""
+    exit at once if the parent ``parent`` (0: not checked) is already gone."""
     armed = False
     if sys.platform.startswith("linux"):
         try:
@@ -46,7 +46,7 @@ def die_with_parent(parent: int) -> bool:
             armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
         except (OSError, AttributeError):
             armed = False
-    if os.getppid() != parent:  # the parent died before the signal was armed
+    if parent and os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
     return armed
 
@@ -71,8 +71,9 @@ def process_pool(workers: int, close_fds: Iterable[int] = (), start_method: str 
     """A pool of ``workers`` processes set up by :func:`init_worker` (module docstring)."""
     if start_method is None:
         start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    parent = os.getpid() if start_method in ("fork", "spawn") else 0  # forkserver: the server is the parent
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method),
-                               initializer=init_worker, initargs=(os.getpid(), tuple(close_fds)))
+                               initializer=init_worker, initargs=(parent, tuple(close_fds)))
 
 
 def run_jobs(function: Callable[[T], R], items: Sequence[T], workers: int | None = None, *, desc: str = "jobs",
