@@ -24,7 +24,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-from coarsegrad.quant.staircase import check_alpha_range, check_bits
+from coarsegrad.quant.spec import ActQuant
+from coarsegrad.quant.staircase import check_alpha_range, check_bits, check_rounding
 from coarsegrad.quant.ste import get_ste
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
@@ -63,7 +64,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Which network. ``alpha`` None means ``optimal_alpha(bits)``."""
+    """Which network. The activation is ``act_quant()``: bits, alpha, ste and rounding
+    (``alpha`` None resolves as :class:`~coarsegrad.quant.spec.ActQuant` does for this
+    rounding: for ceil, ``optimal_alpha(bits)``)."""
 
     model: str = "two_layer"
     units_per_class: int = 20
@@ -74,6 +77,7 @@ class ModelConfig:
     bits: int = 2
     alpha: float | None = None
     ste: str = "clipped_relu"
+    rounding: str = "ceil"
 
     def __post_init__(self) -> None:
         v.choice("model", self.model, MODELS)
@@ -81,11 +85,16 @@ class ModelConfig:
         if self.alpha is not None:
             self.alpha = check_alpha_range(self.bits, self.alpha)
         get_ste(v.string("ste", self.ste))
+        check_rounding(self.rounding)
         v.choice("second_layer", self.second_layer, ("fixed", "trained"))
         v.number("init_scale", self.init_scale, lo=0, lo_open=True)
         v.boolean("batchnorm", self.batchnorm)
         for name in ("units_per_class", "hidden"):
             v.integer(name, getattr(self, name), lo=1, hi=v.MAX_UNITS)
+
+    def act_quant(self) -> ActQuant:
+        """The activation spec of these fields (α resolved for ``alpha=None``)."""
+        return ActQuant(self.bits, self.alpha, self.ste, self.rounding)  # type: ignore[arg-type]
 
 
 def _parse_optional(kind: type) -> Any:
