@@ -193,7 +193,7 @@ def verify_dataset(name: str, data_dir: str | os.PathLike[str] | None = None,
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow a redirect only to an http:// or https:// URL."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         if not newurl.lower().startswith(("http://", "https://")):
             raise DownloadError(f"{req.full_url}: redirect to {newurl!r} refused (only http:// and https://)")
         return super().redirect_request(req, fp, code, msg, headers, newurl)

@@ -95,7 +95,8 @@ def run_local(trials: list[dict], trials_dir: str, checkpoint_every: int, tracke
     """Run ``trials`` in a process pool of ``workers`` (default: all cores); the workers
     close ``close_fds`` (descriptors only the driver may hold)."""
     workers = default_workers(workers)
-    pending, attempts = deque(trials), {}
+    pending: deque[dict[str, Any]] = deque(trials)
+    attempts: dict[str, int] = {}
     while pending:
         for trial in _run_pool(pending, trials_dir, checkpoint_every, workers, attempts, tracker, close_fds):
             attempts[trial["id"]] = attempts.get(trial["id"], 0) + 1
@@ -141,7 +142,9 @@ def run_ray(trials: list[dict], trials_dir: str, checkpoint_every: int, tracker:
                        ray.exceptions.ObjectLostError, ray.exceptions.OutOfMemoryError,
                        ray.exceptions.TaskUnschedulableError, ray.exceptions.RaySystemError)
     remote = ray.remote(num_cpus=1, max_retries=0)(run_trial)
-    pending, attempts, inflight = deque(trials), {}, {}
+    pending: deque[dict[str, Any]] = deque(trials)
+    attempts: dict[str, int] = {}
+    inflight: dict[Any, dict[str, Any]] = {}
     try:
         while pending or inflight:
             limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
