@@ -11,12 +11,11 @@ from __future__ import annotations
 import torch
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.validate import integer
 
 
 def _check(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(name, f"must be an integer >= {minimum}, got {value!r}")
-    return value
+    return integer(name, value, lo=minimum)
 
 
 def random_orthogonal(dim: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -19,6 +19,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from coarsegrad.errors import ConfigError
+
+
+def make_dir(path: str | os.PathLike[str], field: str = "out") -> Path:
+    """Create the folder ``path`` (and its parents) if needed and return it; any OS
+    problem (a file in the way, no permission, a read-only or special file system, a
+    name too long) is a ``ConfigError(field)`` naming the path."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(folder))
+    except (OSError, ValueError) as exc:
+        what = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(field, f"cannot use {str(folder)[:200]} as a folder ({what})") from None
+    return folder
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename."""

@@ -21,20 +21,21 @@ import torch
 from torch import nn
 
 from coarsegrad.config import DataConfig, ModelConfig
+from coarsegrad.data.datasets import NUM_CLASSES
 from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.errors import ConfigError
 from coarsegrad.io import tensorfile
 from coarsegrad.io.progress import Progress
-from coarsegrad.io.records import append_jsonl, atomic_write_json, environment
-from coarsegrad.models.build import build_model
+from coarsegrad.io.records import append_jsonl, atomic_write_json, environment, make_dir
+from coarsegrad.models.build import LENET_FEATURES, build_model, check_size
 from coarsegrad.training.loop import History, TrainConfig, evaluate, train
 from coarsegrad.training.state import CHECKPOINT_NAME, TrainState, load_train_state, save_train_state, truncate_metrics
 
 
 def check_device(device: str) -> str:
     """``device`` if it is ``cpu`` or an available CUDA device, else ``ConfigError('device')``."""
-    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
+    if not isinstance(device, str) or device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
         raise ConfigError("device", f"must be cpu or cuda, got {device!r}")
     if device != "cpu" and not torch.cuda.is_available():
         raise ConfigError("device", "CUDA is not available on this machine")
@@ -117,8 +118,9 @@ def run_training(data: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfi
     that checkpoint, bit-identically; metrics.jsonl is cut back to the checkpoint's
     step. A completed run is returned as is; with no checkpoint the run starts afresh.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_size(model_cfg, data.dim if data.data == "synthetic" else LENET_FEATURES,
+               data.num_classes if data.data == "synthetic" else NUM_CLASSES)  # before anything is written
+    out = make_dir(out, "out")
     config = resolved_config(data, model_cfg, train_cfg)
     state = _resume_state(out, config) if resume else None
     if isinstance(state, dict):
