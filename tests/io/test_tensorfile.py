@@ -24,9 +24,9 @@ def test_round_trip_and_interop(tmp_path):
     assert meta == {"config": "{}"}
     for name, t in tensors.items():
         assert torch.equal(theirs[name], t) and torch.equal(back[name], t) and back[name].dtype == t.dtype
-    save_file(tensors, tmp_path / "theirs.safetensors")
-    back, _ = load(tmp_path / "theirs.safetensors")
-    assert all(torch.equal(back[n], t) for n, t in tensors.items())
+    save_file(tensors, tmp_path / "theirs.safetensors")  # no digest: rejected, with the reason
+    with pytest.raises(DataError, match="older coarsegrad"):
+        load(tmp_path / "theirs.safetensors")
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path):

@@ -38,6 +38,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.*.tmp`` files an interrupted :func:`atomic_write_bytes` left in ``folder``.
+
+    Call it where one writer owns the folder (a run directory at the start of a run); a
+    write in progress by another process in the same folder would lose its temporary.
+    Returns the removed paths.
+    """
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in sorted(folder.glob(".*.tmp")):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomic UTF-8 text write (see :func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
