@@ -84,7 +84,18 @@ def dumps(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | Non
         raise DataError("metadata", f"{DIGEST_KEY!r} is reserved for the digest")
     cpu = {str(name): _cpu(str(name), t) for name, t in tensors.items()}
     meta[DIGEST_KEY] = digest(meta, [(n, _NAMES[t.dtype], list(t.shape), _raw(t)) for n, t in cpu.items()])
-    return bytes(st_save(cpu, meta))
+    return _sorted_metadata(bytes(st_save(cpu, meta)))
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """The same file with its metadata keys sorted: safetensors writes them in hash-map order,
+    which varies between processes, and equal runs must give byte-identical files."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    raw = json.dumps({"__metadata__": header.pop("__metadata__"), **header}, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data section stays 8-byte aligned, as safetensors writes it
+    return struct.pack("<Q", len(raw)) + raw + blob[8 + n:]
 
 
 def save(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:

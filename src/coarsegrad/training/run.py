@@ -26,7 +26,7 @@ from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.errors import ConfigError
 from coarsegrad.io import tensorfile
 from coarsegrad.io.progress import Progress
-from coarsegrad.io.records import append_jsonl, atomic_write_json, environment
+from coarsegrad.io.records import append_jsonl, atomic_write_json, environment, remove_stale_temporaries
 from coarsegrad.models.build import build_model
 from coarsegrad.training.loop import History, TrainConfig, evaluate, train
 from coarsegrad.training.state import CHECKPOINT_NAME, TrainState, load_train_state, save_train_state, truncate_metrics
@@ -120,6 +120,7 @@ def run_training(data: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfi
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by a write a kill interrupted
     config = resolved_config(data, model_cfg, train_cfg)
     state = _resume_state(out, config) if resume else None
     if isinstance(state, dict):
