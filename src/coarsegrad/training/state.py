@@ -87,12 +87,25 @@ class TrainState:
         if self.order.shape != (num_samples,):
             raise ConfigError("resume", f"checkpoint permutation has {self.order.shape[0]} rows, "
                               f"the data has {num_samples} (another data config?)")
+        current = optimizer.state_dict()["param_groups"]
+        saved = self.optimizer["param_groups"]
+        if len(saved) != len(current) or not all(_same_types(a, b) for a, b in zip(saved, current, strict=False)):
+            raise ConfigError("resume", "checkpoint optimizer settings do not fit the optimizer (another config?)")
         try:
             model.load_state_dict(self.model, strict=True)
             optimizer.load_state_dict(self.optimizer)
         except (RuntimeError, ValueError, LookupError, TypeError) as exc:
             raise ConfigError("resume", f"checkpoint does not fit the model/optimizer ({exc})") from None
         generator.set_state(self.rng)
+
+
+def _same_types(a: object, b: object) -> bool:
+    """Same JSON-level structure: equal types, dict keys and sequence lengths, all the way down."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_types(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same_types(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b)
 
 
 def _split_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -234,7 +247,8 @@ def check_meta(meta: object, tensors: dict[str, torch.Tensor], source: str) -> d
     for index, values in scalars.items():
         if not index.isdigit():
             raise check.fail("optimizer.scalars", f"key {index!r} is not a parameter index")
-        check.dict(values, f"optimizer.scalars.{index}")
+        for key, value in check.dict(values, f"optimizer.scalars.{index}").items():
+            check.number(value, f"optimizer.scalars.{index}.{key}")
     extra = check.dict(m["extra"], "extra")
     if "checkpoint_every" in extra:
         check.int(extra["checkpoint_every"], "extra.checkpoint_every")
