@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,16 +12,17 @@ import numpy as np
 import pytest
 import torch
 from export_helpers import bn_mlp
-from fuzzing import byte_mutation, identical_or_data_error, json_edit
 from hypothesis import given, settings
 
 from coarsegrad.errors import DataError
 from coarsegrad.export import to_integer
 from coarsegrad.export.integer_io import INTEGER_KEY, load_integer, save_integer
 from coarsegrad.io import tensorfile
+from fuzzing import byte_mutation, identical_or_data_error, json_edit
 
 INTEGER = to_integer(bn_mlp(5, 6, 3, 2, torch.Generator().manual_seed(0)), weights="int8", input_range=(-2, 3))
 FOLDER = Path(tempfile.mkdtemp(prefix="coarsegrad-int-fuzz-"))
+atexit.register(shutil.rmtree, FOLDER, True)
 ORIGINAL = save_integer(FOLDER / "m.int.safetensors", INTEGER, {"architecture": "mlp"})
 BLOB = ORIGINAL.read_bytes()
 TENSORS, METADATA = tensorfile.load(ORIGINAL)

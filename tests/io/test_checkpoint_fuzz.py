@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-from fuzzing import RSS_BOUND_MB, byte_mutation, identical_or_data_error, json_edit, peak_rss_mb
 from hypothesis import given, settings
 
 from coarsegrad.config import DataConfig, ModelConfig
@@ -18,10 +19,12 @@ from coarsegrad.io.checkpoint import HEADER_KEY, _digest, load_checkpoint, save_
 from coarsegrad.models.build import build_model
 from coarsegrad.training.loop import TrainConfig
 from coarsegrad.training.run import run_training
+from fuzzing import RSS_BOUND_MB, byte_mutation, identical_or_data_error, json_edit, peak_rss_mb
 
 CFG = ModelConfig(model="mlp", hidden=6, batchnorm=True, bits=2)
 MODEL = build_model(CFG, 5, 3, seed=1).eval()
 FOLDER = Path(tempfile.mkdtemp(prefix="coarsegrad-ckpt-fuzz-"))
+atexit.register(shutil.rmtree, FOLDER, True)
 ORIGINAL = FOLDER / "m.safetensors"
 save_checkpoint(ORIGINAL, MODEL, config=CFG, normalization=(0.5, 0.25), extra={"note": "x"})
 BLOB = ORIGINAL.read_bytes()

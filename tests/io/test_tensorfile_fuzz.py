@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from fuzzing import byte_mutation, identical_or_data_error, join, raw_header_bytes, split
 from hypothesis import given, settings
 
 from coarsegrad.errors import DataError
 from coarsegrad.io.tensorfile import dumps, loads
+from fuzzing import byte_mutation, identical_or_data_error, join, raw_header_bytes, split
 
 TENSORS = {"w": torch.arange(12, dtype=torch.float32).reshape(3, 4), "b": torch.arange(5, dtype=torch.int64),
            "m": torch.tensor([True, False]), "h": torch.ones(2, dtype=torch.bfloat16), "e": torch.zeros(0, 3)}

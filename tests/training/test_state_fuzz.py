@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-from fuzzing import byte_mutation, identical_or_data_error, json_edit
 from hypothesis import given, settings
 
 import coarsegrad as cg
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.io import tensorfile
 from coarsegrad.training.state import META_KEY, load_train_state, save_train_state
+from fuzzing import byte_mutation, identical_or_data_error, json_edit
 
 X, Y = cg.orthogonal_subspaces(3, 6, 2, 8, generator=torch.Generator().manual_seed(0))
 CONFIG = cg.TrainConfig(steps=12, optimizer="adam", lr=0.01, batch_size=5, stop_at_perfect=False, log_every=2)
@@ -28,6 +30,7 @@ STATES: dict[int, object] = {}
 cg.train(_net(), X, Y, CONFIG, checkpoint_every=7, on_checkpoint=lambda s: STATES.__setitem__(s.step, s))
 STATE = STATES[7]
 FOLDER = Path(tempfile.mkdtemp(prefix="coarsegrad-state-fuzz-"))
+atexit.register(shutil.rmtree, FOLDER, True)
 ORIGINAL = FOLDER / "checkpoint.safetensors"
 save_train_state(ORIGINAL, STATE)
 BLOB = ORIGINAL.read_bytes()
