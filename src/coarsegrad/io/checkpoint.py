@@ -83,7 +83,8 @@ def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[st
 def _normalization(value: object) -> dict[str, Any] | None:
     if value is None:
         return None
-    mean, std = (value["mean"], value["std"]) if isinstance(value, Mapping) else value  # type: ignore[misc]
+    pair: Any = (value["mean"], value["std"]) if isinstance(value, Mapping) else value
+    mean, std = pair
     out = {}
     for name, v in (("mean", mean), ("std", std)):
         values = [float(t) for t in (v if isinstance(v, (list, tuple)) else [v])]
@@ -111,7 +112,7 @@ def save_checkpoint(
     """
     arch, in_features, num_classes = _model_sizes(model)
     fields = _model_config(config, arch)
-    act = model.act
+    act: Any = model.act
     if fields["model"] != arch or (fields["bits"], float(fields["alpha"]), fields["ste"]) != (
             act.bits, float(act.alpha), act.ste.name):
         raise ConfigError("config", f"does not describe the model ({fields['model']}, bits={fields['bits']}, "

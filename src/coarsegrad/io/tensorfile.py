@@ -24,12 +24,12 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import deserialize
+from safetensors import deserialize as _untyped_deserialize
 from safetensors.torch import save as st_save
 
 from coarsegrad.errors import DataError
@@ -45,6 +45,7 @@ _ITEMSIZE = {k: torch.empty((), dtype=v).element_size() for k, v in DTYPES.items
 DIGEST_KEY = "coarsegrad.sha256"
 MAX_BYTES = 1 << 30  # largest file load() reads (1 GiB); our models are a few MB
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors limit
+deserialize: Callable[[bytes], list[tuple[str, dict[str, Any]]]] = _untyped_deserialize
 _ENTRY_KEYS = {"dtype", "shape", "data_offsets"}
 OLD_FILE = "has no integrity digest: written by an older coarsegrad or another tool; re-export/re-train"
 
