@@ -72,3 +72,21 @@ def test_run_training_writes_and_returns_a_run_summary(tmp_path):
     again = run_training(data, ModelConfig(units_per_class=2), TrainConfig(steps=2), tmp_path, progress=False,
                          resume=True)  # a completed run is returned as recorded
     assert again == summary
+
+
+def test_committed_bench_records_read_as_typed_records():
+    from pathlib import Path
+
+    from coarsegrad.io.results import EpochBenchRecord
+
+    paths = sorted((Path(__file__).parents[2] / "results" / "bench").glob("cpu*.json"))
+    assert paths
+    for path in paths:
+        record = read_record(path, EpochBenchRecord)
+        assert record.schema_version == SCHEMA_VERSION and record.results
+
+
+def test_unknown_fields_are_refused(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({**SUMMARY.to_dict(), "surprise": 1}))
+    with pytest.raises(DataError, match="surprise"):
+        read_record(tmp_path / "s.json", RunSummary)

@@ -1,11 +1,12 @@
 """Typed result records, written and read through one place.
 
 - :class:`RunSummary`: a run directory's ``summary.json`` (written by ``training/run.py``);
-- :class:`TrialRecord` (with :class:`TrialMetrics`): one line of a sweep's ``trials.jsonl``.
+- :class:`TrialRecord` (with :class:`TrialMetrics`): one line of a sweep's ``trials.jsonl``;
+- :class:`EpochBenchRecord`, :class:`InferenceBenchRecord`: ``coarsegrad bench --json`` records.
 
 Every record carries ``schema_version``. JSON keys are the field names, as in the records
 written before the field existed; a record without ``schema_version`` is read as version 1
-(the committed records), any other unknown version, a missing key or a wrong type is a
+(the committed records), any other unknown version, a missing or unknown key or a wrong type is a
 :class:`DataError` naming the file (or ``record``) and the field.
 """
 
@@ -57,11 +58,15 @@ class _Record:
     def from_dict(cls: type[R], raw: object, source: str = "record") -> R:
         if not isinstance(raw, dict):
             raise DataError(source, f"{cls.__name__} must be a JSON object, got {type(raw).__name__}")
-        raw = {"schema_version": 1, **raw}
-        if raw["schema_version"] != SCHEMA_VERSION:
+        hints = typing.get_type_hints(cls)
+        if "schema_version" in hints:  # records from before the field are version 1
+            raw = {"schema_version": 1, **raw}
+        if raw.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise DataError(source, f"{cls.__name__} schema_version {raw['schema_version']!r} is not {SCHEMA_VERSION} "
                             "(written by another coarsegrad version)")
-        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(raw) - set(hints))
+        if unknown:
+            raise DataError(source, f"{cls.__name__} has unknown fields {unknown}")
         values = {}
         for f in dataclasses.fields(cls):
             if f.name not in raw:
@@ -142,6 +147,34 @@ class TrialRecord(_Record):
         return out
 
 
+@dataclass
+class EpochBenchRecord(_Record):
+    """``coarsegrad bench --json``: epoch timings per hidden width, goals, machine and load."""
+
+    command: str
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    data: str
+    threads: int
+    results: list[Any]
+    goals: list[Any]
+    sgemm_gflops: float
+    sgemm_gflops_after: float
+    loadavg_after: list[float] | None
+    dataset_copy_s: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class InferenceBenchRecord(_Record):
+    """``coarsegrad bench --inference RUN_DIR… --json``: samples/s per variant for each run."""
+
+    machine: dict[str, Any]
+    threads: int
+    runs: list[Any]
+    schema_version: int = SCHEMA_VERSION
+
+
 def write_record(path: str | Path, record: _Record) -> None:
     """Atomically write ``record`` as indented JSON."""
     atomic_write_json(Path(path), record.to_dict())
@@ -156,4 +189,5 @@ def read_record(path: str | Path, cls: type[R]) -> R:
     return cls.from_dict(raw, str(path))
 
 
-__all__ = ["SCHEMA_VERSION", "RunSummary", "TrialMetrics", "TrialRecord", "read_record", "write_record"]
+__all__ = ["SCHEMA_VERSION", "EpochBenchRecord", "InferenceBenchRecord", "RunSummary", "TrialMetrics", "TrialRecord",
+           "read_record", "write_record"]
