@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 from coarsegrad.config import (
     DataConfig,
@@ -22,6 +21,7 @@ from coarsegrad.config import (
     load_preset,
 )
 from coarsegrad.errors import ConfigError
+from coarsegrad.io.results import RunSummary
 from coarsegrad.training.loop import TrainConfig
 from coarsegrad.training.run import check_device, load_run_config, run_training
 from coarsegrad.validate import MAX_STEPS, optional_integer
@@ -85,7 +85,7 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(out: str, summary: dict[str, Any]) -> None:
-    test = "" if summary["test_acc"] is None else f" test_acc={summary['test_acc']:.4f}"
-    print(f"{out}: steps={summary['steps']} loss={summary['final_loss']:.4g} "
-          f"train_acc={summary['train_acc']:.4f}{test} perfect_step={summary['perfect_step']}")
+def _report(out: str, summary: RunSummary) -> None:
+    test = "" if summary.test_acc is None else f" test_acc={summary.test_acc:.4f}"
+    print(f"{out}: steps={summary.steps} loss={summary.final_loss:.4g} "
+          f"train_acc={summary.train_acc:.4f}{test} perfect_step={summary.perfect_step}")

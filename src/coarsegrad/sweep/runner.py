@@ -26,7 +26,7 @@ from coarsegrad.io.progress import Progress
 from coarsegrad.io.records import atomic_write_json
 from coarsegrad.sweep.backends import run_local, run_ray
 from coarsegrad.sweep.spec import SweepSpec
-from coarsegrad.sweep.store import TRIALS_FILE, append_record, exclusive_sweep, latest_records
+from coarsegrad.sweep.store import TRIALS_FILE, append_record, exclusive_sweep, latest_trials
 from coarsegrad.validate import MAX_WORKERS, integer, optional_integer
 
 BACKENDS = ("local", "ray")
@@ -68,13 +68,13 @@ class _Tracker:
 
 def pending_trials(spec: SweepSpec, out: Path) -> tuple[list[dict[str, Any]], int]:
     """(trials of ``spec`` still to run as dicts, number already ``ok`` in ``out``)."""
-    done = latest_records(out / TRIALS_FILE)
+    done = latest_trials(out / TRIALS_FILE)
     todo, skipped = [], 0
     for trial in spec.trials():
         as_dict = json.loads(json.dumps(dataclasses.asdict(trial)))
         previous = done.get(trial.id)
-        if previous is not None and previous.get("status") == "ok":
-            if previous.get("config") != as_dict["config"]:
+        if previous is not None and previous.status == "ok":
+            if previous.config != as_dict["config"]:
                 raise ConfigError("out", f"{out} holds a result for {trial.id} with another config; "
                                   "use a new --out for a changed spec")
             skipped += 1

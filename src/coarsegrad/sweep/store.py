@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from coarsegrad.errors import ConfigError
 from coarsegrad.io.records import make_dir
+from coarsegrad.io.results import TrialRecord
 
 TRIALS_FILE = "trials.jsonl"
 LOCK_FILE = ".sweep.lock"
@@ -62,6 +63,11 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 def latest_records(path: str | Path) -> dict[str, dict[str, Any]]:
     """The last complete record of each trial id."""
     return {record["id"]: record for record in read_records(path)}
+
+
+def latest_trials(path: str | Path) -> dict[str, TrialRecord]:
+    """:func:`latest_records` checked as :class:`TrialRecord` s (DataError naming the file if one is not)."""
+    return {key: TrialRecord.from_dict(record, str(path)) for key, record in latest_records(path).items()}
 
 
 @contextmanager

@@ -192,7 +192,7 @@ def train(
     window_loss, window_correct, window_count = 0.0, 0, 0
     first = 0
     if resume is not None:
-        resume.restore(model, optimizer, generator, n)
+        resume.restore(model, optimizer, generator, n, total)
         first, order, position = resume.step, resume.order.to(X.device), resume.position
         window_loss, window_correct, window_count = resume.window
         history = History(**resume.history)
