@@ -28,12 +28,16 @@ from coarsegrad.quant.ste import get_ste
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
 MODELS = ("two_layer", "mlp", "lenet5")
+SYNTHETIC_KINDS = ("pairs", "iid", "sphere", "clusters", "orthant")
+"""Data models of :func:`coarsegrad.data.synthetic.synthetic_data`."""
 
 
 @dataclass
 class DataConfig:
     """Which data. ``synthetic`` is the orthogonal-subspace problem with these sizes
-    (``data_seed`` None means the training seed); the image datasets are read from
+    (``data_seed`` None means the training seed) and data model ``synthetic_kind``
+    (``bias`` appends a constant input 1; ``clusters`` per class for ``clusters``; see
+    :mod:`coarsegrad.data.synthetic`); the image datasets are read from
     ``data_dir`` or the usual places (see ``coarsegrad data list``)."""
 
     data: str = "synthetic"
@@ -43,6 +47,9 @@ class DataConfig:
     subspace_dim: int = 5
     samples_per_class: int = 100
     data_seed: int | None = None
+    synthetic_kind: Literal["pairs", "iid", "sphere", "clusters", "orthant"] = "pairs"
+    bias: bool = False
+    clusters: int = 4
 
     def __post_init__(self) -> None:
         if self.data not in DATASETS:
@@ -54,6 +61,18 @@ class DataConfig:
         if self.num_classes * self.subspace_dim > self.dim:
             raise ConfigError("dim", f"must be >= num_classes·subspace_dim = "
                               f"{self.num_classes * self.subspace_dim}, got {self.dim}")
+        self._check_synthetic()
+
+    def _check_synthetic(self) -> None:
+        """The synthetic data model: ``synthetic_kind``, ``bias``, ``clusters`` (even, ± pairs)."""
+        if self.synthetic_kind not in SYNTHETIC_KINDS:
+            raise ConfigError("synthetic_kind", f"unknown data model {self.synthetic_kind!r}; "
+                              f"valid: {', '.join(SYNTHETIC_KINDS)}")
+        if not isinstance(self.bias, bool):
+            raise ConfigError("bias", f"must be true or false, got {self.bias!r}")
+        if isinstance(self.clusters, bool) or not isinstance(self.clusters, int) or self.clusters < 2 \
+                or self.clusters % 2:
+            raise ConfigError("clusters", f"must be an even integer >= 2 (± pairs), got {self.clusters!r}")
 
 
 @dataclass
