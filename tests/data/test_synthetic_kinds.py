@@ -116,7 +116,7 @@ def test_clusters_have_the_requested_spread(gen):
 
 
 @pytest.mark.parametrize("kind", ["pairs", "iid", "sphere", "clusters"])
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_class_symmetric_models_are_not_linearly_separable(kind, seed):
     X, y = synthetic_data(*SIZES, kind=kind, generator=torch.Generator().manual_seed(seed))
     assert not separable(X, y)
