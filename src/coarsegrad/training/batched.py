@@ -1,0 +1,255 @@
+"""Many independent full-batch coarse-GD runs of the two-layer network as one program.
+
+Run r has data X_r ∈ R^{N×d}, labels y_r, first layer W_r ∈ R^{H×d} (H = K·m, unit
+u = k·m + j belongs to class k), the fixed second layer V = block of ones
+(:class:`~coarsegrad.models.networks.TwoLayerNet` with ``second_layer="fixed"``), its
+own step size η_r and quantizer (b, α, STE, rounding). The runs are stacked,
+X ∈ R^{R×N×d}, W ∈ R^{R×H×d}, and one step of every run is::
+
+    h = X Wᵀ                                   bmm,            [R, N, H]
+    c = codes(h),  m = μ′(h)                   staircase codes and STE factor
+    S[r, n, k] = Σ_j c[r, n, k·m + j]          exact integer code sums per class
+    o = α·S,  ℓ_r = mean_n CE(o_rn, y_rn)      logits σ(h)Vᵀ and loss
+    g = (η_r / N)·(softmax(o) − onehot(y))     [R, N, K]
+    dh[r, n, u] = g[r, n, class(u)]·m[r, n, u] coarse gradient through σ (σ′ := μ′)
+    W ← W − dhᵀ X                              baddbmm
+
+which is :func:`coarsegrad.training.loop.train` with plain SGD, a constant step,
+full batch and ``log_every=1``: the accuracy and loss are those before the step's
+update; a run stops (and is not updated) at the first step with 100% training
+accuracy (argmax, ties to the lower class as ``torch.argmax``) or a non-finite loss,
+else after ``steps`` updates. Runs sharing a quantizer are grouped into blocks of at
+most ``block_runs`` runs (one codes/μ′ call per block, the [runs, N, H] buffers
+small enough to stay in cache); a block drops its finished runs at once, so finished
+runs cost nothing. The per-class sum of codes is exact in floating point, so
+o = α·S can differ from train's float matmul σVᵀ by rounding only, which matters
+only when two classes tie exactly (see tests/training/test_batched.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from coarsegrad.errors import ConfigError, DataError
+from coarsegrad.quant.kernels import EagerQuantizer
+from coarsegrad.quant.staircase import check_alpha, check_bits, num_levels
+from coarsegrad.quant.ste import get_ste
+
+ROUNDINGS = {"ceil": 0.0, "nearest": 0.5, "floor": 1.0}
+"""TODO(spec): threshold offsets δ, t_j = fl((j + δ)·α); replace by coarsegrad.quant.spec."""
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """TODO(spec): the staircase of one run; to be replaced by ``quant.spec.ActQuant``."""
+
+    bits: int
+    alpha: float
+    ste: str
+    rounding: str = "ceil"
+
+    def __post_init__(self) -> None:
+        check_bits(self.bits)
+        check_alpha(self.alpha)
+        get_ste(self.ste)
+        if self.rounding not in ROUNDINGS:
+            raise ConfigError("rounding", f"must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}")
+
+
+class Staircase:
+    """TODO(spec): codes c = #{j ∈ 0..L−1 : h > t_j}, t_j = fl((j + δ)·α), written into a
+    buffer, and the backward dh = dσ ⊙ μ′(h) (the STE at q = L·α) of
+    :class:`~coarsegrad.quant.kernels.EagerQuantizer`, which reads h (never modified here).
+
+    t_j is made by the op ``tensor([j + δ]) * alpha`` in h's dtype, as ``staircase_codes``
+    makes fl(jα). L ≤ 3: c = Σ_j 1{h > t_j}. Otherwise u = clip(h, (δ − ½)α, t⁺_{L−1})
+    changes no comparison (every h ≤ t_0 still has c = 0, every h > t_{L−1} has c = L),
+    c₀ = ⌈u/α − δ⌉ ∈ [0, L] is within one of c, and the two corrections of
+    ``staircase_codes`` against the thresholds themselves make it exact."""
+
+    def __init__(self, quant: Quantizer, dtype: torch.dtype) -> None:
+        self.levels, self.alpha = num_levels(quant.bits), quant.alpha
+        self.delta = ROUNDINGS[quant.rounding]
+        self.eager = EagerQuantizer(quant.bits, quant.alpha, get_ste(quant.ste), dtype)
+        steps = torch.arange(self.levels, dtype=dtype).add_(self.delta) * self.alpha
+        self.thresholds = steps.tolist()
+        self.low = (self.delta - 0.5) * self.alpha
+        self.top = float(torch.nextafter(steps[-1], torch.tensor(math.inf, dtype=dtype)))
+
+    def forward(self, h: torch.Tensor, codes: torch.Tensor, scratch: torch.Tensor,
+                scratch2: torch.Tensor) -> torch.Tensor | None:
+        """Write c(h) into ``codes``; return the factor :meth:`backward` needs (None: h)."""
+        factor = None if self.eager.mode else self.eager.factor(h)
+        if self.levels <= 3:
+            torch.gt(h, self.thresholds[0], out=codes)
+            for t in self.thresholds[1:]:
+                codes.add_(torch.gt(h, t, out=scratch))
+            return factor
+        u = torch.clamp(h, self.low, self.top, out=scratch2)
+        torch.div(u, self.alpha, out=codes).sub_(self.delta).ceil_()
+        torch.add(codes, self.delta - 1.0, out=scratch).mul_(self.alpha)
+        codes.sub_(torch.ge(scratch, u, out=scratch))
+        torch.add(codes, self.delta, out=scratch).mul_(self.alpha)
+        codes.add_(torch.lt(scratch, u, out=scratch))
+        return factor
+
+    def backward(self, grad: torch.Tensor, h: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+        """dh = dσ ⊙ μ′(h), in place in ``grad``."""
+        return self.eager.backward(grad, h, factor)
+
+
+@dataclass
+class BatchedResult:
+    """Per run (in input order): first perfect step (or None), steps run, accuracy and
+    mean loss at the last evaluated step, the step of a non-finite loss (or None), and
+    the final first-layer weights [R, H, d]."""
+
+    perfect_step: list[int | None]
+    steps_run: list[int]
+    train_acc: list[float]
+    loss: list[float]
+    diverged_step: list[int | None]
+    weights: torch.Tensor
+
+
+@dataclass
+class _Block:
+    """Runs sharing one quantizer: their rows of X, y, W, η, their run ids, and the
+    metrics of their last evaluated step (acc, loss; first perfect step or −1)."""
+
+    quant: Staircase
+    ids: torch.Tensor
+    X: torch.Tensor
+    y: torch.Tensor
+    W: torch.Tensor
+    lr: torch.Tensor
+    V: torch.Tensor
+    onehot: torch.Tensor = field(init=False)
+    tiebreak: torch.Tensor = field(init=False)
+    acc: torch.Tensor = field(init=False)
+    loss: torch.Tensor = field(init=False)
+    first: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        runs = self.ids.numel()
+        self.onehot = torch.nn.functional.one_hot(self.y, self.V.shape[0]).to(self.X.dtype).transpose(1, 2).contiguous()
+        self.acc = torch.zeros(runs, dtype=torch.float64)
+        classes = self.V.shape[0]
+        self.tiebreak = torch.arange(classes - 1, -1, -1, dtype=self.X.dtype).view(1, classes, 1)
+        self.loss = torch.full((runs,), math.nan, dtype=torch.float64)
+        self.first = torch.full((runs,), -1, dtype=torch.int64)
+
+    def step(self, t: int, stop_at_perfect: bool, out: BatchedResult, work: list[torch.Tensor]) -> bool:
+        """Step ``t`` of every run in the block (evaluate, then update the runs that go on);
+        record and drop the runs that stop; False when none is left. ``work``: four
+        [≥ runs, N, H] buffers shared by the blocks."""
+        runs, n = self.X.shape[0], self.X.shape[1]
+        h, codes, scratch, scratch2 = (w[:runs] for w in work)
+        torch.bmm(self.X, self.W.transpose(1, 2), out=h)
+        factor = self.quant.forward(h, codes, scratch, scratch2)
+        sums = torch.matmul(self.V, codes.transpose(1, 2))  # [runs, K, N]: classes first, N vectorises
+        logp = torch.log_softmax(sums * self.quant.alpha, 1)
+        self.loss = -(logp * self.onehot).sum(1).mean(-1, dtype=torch.float64)
+        # argmax with ties to the lower class, as torch.argmax (slow over a dim of 4): the
+        # integer key K·S_k + (K − 1 − k) has a unique maximum at that class
+        key = sums.mul(self.V.shape[0]).add_(self.tiebreak)
+        self.acc = ((key * self.onehot).sum(1) == key.amax(1)).to(torch.float64).mean(-1)
+        self.first = torch.where((self.first < 0) & (self.acc == 1.0), t, self.first)
+        done = ~torch.isfinite(self.loss)
+        if stop_at_perfect:
+            done |= self.acc == 1.0
+        if bool(done.any()):
+            self.finish(done, t, out)
+            keep = (~done).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                return False
+            for name in ("ids", "X", "y", "W", "lr", "onehot", "acc", "loss", "first"):
+                setattr(self, name, getattr(self, name).index_select(0, keep))
+            runs = keep.numel()
+            logp = logp[keep]
+            if factor is None:  # the backward reads h
+                h = torch.index_select(h, 0, keep, out=scratch2[:runs])
+            else:
+                factor = factor[keep]
+        g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))
+        dh = self.quant.backward(torch.matmul(g.transpose(1, 2), self.V, out=scratch[:runs]), h, factor)
+        self.W.baddbmm_(dh.transpose(1, 2), self.X, alpha=-1.0)
+        return True
+
+    def finish(self, done: torch.Tensor, steps_run: int, out: BatchedResult) -> None:
+        """Write the results of the runs where ``done`` (all of them after the last step)."""
+        for r in done.nonzero().squeeze(1).tolist():
+            run = int(self.ids[r])
+            out.weights[run] = self.W[r]
+            out.steps_run[run] = steps_run
+            if not math.isfinite(float(self.loss[r])):
+                out.diverged_step[run], out.train_acc[run], out.loss[run] = steps_run, 0.0, math.nan
+                continue
+            out.train_acc[run], out.loss[run] = float(self.acc[r]), float(self.loss[r])
+            out.perfect_step[run] = int(self.first[r]) if int(self.first[r]) >= 0 else None
+
+
+def train_batched(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    W: torch.Tensor,
+    quants: list[Quantizer],
+    lr: list[float],
+    steps: int,
+    *,
+    num_classes: int,
+    stop_at_perfect: bool = True,
+    block_runs: int = 32,
+) -> BatchedResult:
+    """Train R independent runs (module docstring): X [R, N, d], y [R, N] int64, initial
+    W [R, K·m, d] (not modified), one :class:`Quantizer` and step size per run, up to
+    ``steps`` updates each. The dtype of X (float32 or float64) is the compute dtype."""
+    runs = _check_inputs(X, y, W, quants, lr, steps, num_classes, block_runs)
+    V = torch.repeat_interleave(torch.eye(num_classes, dtype=X.dtype), W.shape[1] // num_classes, dim=1)
+    result = BatchedResult([None] * runs, [steps] * runs, [0.0] * runs, [math.nan] * runs, [None] * runs,
+                           W.detach().clone())
+    blocks: list[_Block] = []
+    rates = torch.tensor(lr, dtype=X.dtype)
+    staircases = {q: Staircase(q, X.dtype) for q in dict.fromkeys(quants)}
+    width = min(block_runs, max(sum(q == p for p in quants) for q in staircases))
+    work = [torch.empty(width, X.shape[1], W.shape[1], dtype=X.dtype) for _ in range(4)]
+    for quant in dict.fromkeys(quants):
+        ids = [i for i, q in enumerate(quants) if q == quant]
+        for start in range(0, len(ids), block_runs):
+            chunk = torch.tensor(ids[start:start + block_runs])
+            blocks.append(_Block(staircases[quant], chunk, X[chunk].contiguous(), y[chunk].contiguous(),
+                                 W[chunk].detach().clone(), rates[chunk], V))
+    with torch.no_grad():
+        for t in range(steps):
+            blocks = [b for b in blocks if b.step(t, stop_at_perfect, result, work)]
+        for b in blocks:
+            b.finish(torch.ones(b.ids.numel(), dtype=torch.bool), steps, result)
+    return result
+
+
+def _check_inputs(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, quants: list[Quantizer], lr: list[float],
+                  steps: int, num_classes: int, block_runs: int) -> int:
+    if X.dim() != 3 or W.dim() != 3 or y.dim() != 2:
+        raise DataError("X", f"expected X [R, N, d], y [R, N], W [R, H, d]; got {list(X.shape)}, "
+                             f"{list(y.shape)}, {list(W.shape)}")
+    runs = X.shape[0]
+    if y.shape != X.shape[:2] or W.shape[0] != runs or W.shape[2] != X.shape[2]:
+        raise DataError("X", f"shapes disagree: X {list(X.shape)}, y {list(y.shape)}, W {list(W.shape)}")
+    if X.dtype not in (torch.float32, torch.float64) or W.dtype != X.dtype or y.dtype != torch.int64:
+        raise DataError("X", f"need float32/float64 X and W of one dtype and int64 y, got {X.dtype}, {W.dtype}, "
+                             f"{y.dtype}")
+    for name, value, minimum in (("steps", steps, 0), ("num_classes", num_classes, 2), ("block_runs", block_runs, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(name, f"must be an integer >= {minimum}, got {value!r}")
+    if W.shape[1] % num_classes:
+        raise ConfigError("num_classes", f"must divide the {W.shape[1]} hidden units")
+    if len(quants) != runs or len(lr) != runs:
+        raise ConfigError("quants", f"need one quantizer and one lr per run ({runs}), got {len(quants)}, {len(lr)}")
+    if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0) for v in lr):
+        raise ConfigError("lr", "every step size must be a finite number > 0")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise DataError("y", f"labels must be in 0..{num_classes - 1}")
+    return runs
