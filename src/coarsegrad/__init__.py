@@ -20,7 +20,7 @@ import importlib.metadata as _metadata
 from coarsegrad import export  # noqa: E402  (onnx is imported lazily inside it)
 from coarsegrad.data.datasets import load_dataset
 from coarsegrad.data.splits import DatasetSplits, prepare_dataset
-from coarsegrad.data.synthetic import orthogonal_subspaces
+from coarsegrad.data.synthetic import orthogonal_subspaces, synthetic_data
 from coarsegrad.errors import ConfigError, DataError, InputError, TrainingDiverged
 from coarsegrad.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from coarsegrad.models.coarse import coarse_gradient
@@ -48,5 +48,6 @@ __all__ = [
     "QuantReLU", "STE", "StaircaseSTEFunction", "TrainConfig", "TrainState", "TrainingDiverged", "TwoLayerNet",
     "coarse_gradient", "custom_ste", "evaluate", "get_ste", "export", "is_monotone", "load_checkpoint", "load_dataset",
     "monotone_violations", "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "q_max",
-    "quantize_model", "quantized_relu", "load_train_state", "save_checkpoint", "save_train_state", "staircase", "staircase_codes", "train",
+    "quantize_model", "quantized_relu", "load_train_state", "save_checkpoint", "save_train_state", "staircase", "staircase_codes",
+    "synthetic_data", "train",
 ]

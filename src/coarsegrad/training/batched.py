@@ -126,7 +126,7 @@ class _Block:
     y: torch.Tensor
     W: torch.Tensor
     lr: torch.Tensor
-    V: torch.Tensor
+    units: int
     onehot: torch.Tensor = field(init=False)
     tiebreak: torch.Tensor = field(init=False)
     acc: torch.Tensor = field(init=False)
@@ -135,9 +135,9 @@ class _Block:
 
     def __post_init__(self) -> None:
         runs = self.ids.numel()
-        self.onehot = torch.nn.functional.one_hot(self.y, self.V.shape[0]).to(self.X.dtype).transpose(1, 2).contiguous()
+        self.onehot = torch.nn.functional.one_hot(self.y, self.W.shape[1] // self.units).to(self.X.dtype).transpose(1, 2).contiguous()
         self.acc = torch.zeros(runs, dtype=torch.float64)
-        classes = self.V.shape[0]
+        classes = self.onehot.shape[1]
         self.tiebreak = torch.arange(classes - 1, -1, -1, dtype=self.X.dtype).view(1, classes, 1)
         self.loss = torch.full((runs,), math.nan, dtype=torch.float64)
         self.first = torch.full((runs,), -1, dtype=torch.int64)
@@ -150,12 +150,13 @@ class _Block:
         h, codes, scratch, scratch2 = (w[:runs] for w in work)
         torch.bmm(self.X, self.W.transpose(1, 2), out=h)
         factor = self.quant.forward(h, codes, scratch, scratch2)
-        sums = torch.matmul(self.V, codes.transpose(1, 2))  # [runs, K, N]: classes first, N vectorises
+        # [runs, K, N]: classes first, so the reductions over K run along N
+        sums = codes.view(runs, n, -1, self.units).sum(-1).transpose(1, 2).contiguous()
         logp = torch.log_softmax(sums * self.quant.alpha, 1)
         self.loss = -(logp * self.onehot).sum(1).mean(-1, dtype=torch.float64)
         # argmax with ties to the lower class, as torch.argmax (slow over a dim of 4): the
         # integer key K·S_k + (K − 1 − k) has a unique maximum at that class
-        key = sums.mul(self.V.shape[0]).add_(self.tiebreak)
+        key = sums.mul(self.onehot.shape[1]).add_(self.tiebreak)
         self.acc = ((key * self.onehot).sum(1) == key.amax(1)).to(torch.float64).mean(-1)
         self.first = torch.where((self.first < 0) & (self.acc == 1.0), t, self.first)
         done = ~torch.isfinite(self.loss)
@@ -175,7 +176,9 @@ class _Block:
             else:
                 factor = factor[keep]
         g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))
-        dh = self.quant.backward(torch.matmul(g.transpose(1, 2), self.V, out=scratch[:runs]), h, factor)
+        dh = scratch[:runs]
+        dh.view(runs, n, -1, self.units).copy_(g.transpose(1, 2).unsqueeze(-1).expand(-1, -1, -1, self.units))
+        dh = self.quant.backward(dh, h, factor)
         self.W.baddbmm_(dh.transpose(1, 2), self.X, alpha=-1.0)
         return True
 
@@ -208,7 +211,7 @@ def train_batched(
     W [R, K·m, d] (not modified), one :class:`Quantizer` and step size per run, up to
     ``steps`` updates each. The dtype of X (float32 or float64) is the compute dtype."""
     runs = _check_inputs(X, y, W, quants, lr, steps, num_classes, block_runs)
-    V = torch.repeat_interleave(torch.eye(num_classes, dtype=X.dtype), W.shape[1] // num_classes, dim=1)
+    units = W.shape[1] // num_classes
     result = BatchedResult([None] * runs, [steps] * runs, [0.0] * runs, [math.nan] * runs, [None] * runs,
                            W.detach().clone())
     blocks: list[_Block] = []
@@ -221,7 +224,7 @@ def train_batched(
         for start in range(0, len(ids), block_runs):
             chunk = torch.tensor(ids[start:start + block_runs])
             blocks.append(_Block(staircases[quant], chunk, X[chunk].contiguous(), y[chunk].contiguous(),
-                                 W[chunk].detach().clone(), rates[chunk], V))
+                                 W[chunk].detach().clone(), rates[chunk], units))
     with torch.no_grad():
         for t in range(steps):
             blocks = [b for b in blocks if b.step(t, stop_at_perfect, result, work)]
