@@ -13,6 +13,7 @@ X ∈ R^{R×N×d}, W ∈ R^{R×H×d}, and one step of every run is::
     g = (η_r / N)·(softmax(o) − onehot(y))     [R, N, K]
     dh[r, n, u] = g[r, n, class(u)]·m[r, n, u] coarse gradient through σ (σ′ := μ′)
     W ← W − dhᵀ X                              baddbmm
+                                               (μ′ ≡ 1: W_u ← W_u − (gᵀX)[class(u)], a K-row bmm)
 
 which is :func:`coarsegrad.training.loop.train` with plain SGD, a constant step,
 full batch and ``log_every=1``: the accuracy and loss are those before the step's
@@ -74,6 +75,7 @@ class Staircase:
         self.levels, self.alpha = num_levels(quant.bits), quant.alpha
         self.delta = ROUNDINGS[quant.rounding]
         self.eager = EagerQuantizer(quant.bits, quant.alpha, get_ste(quant.ste), dtype)
+        self.unit_dmu = self.eager.mode == "all"  # μ′ = 1 everywhere (identity)
         steps = torch.arange(self.levels, dtype=dtype).add_(self.delta) * self.alpha
         self.thresholds = steps.tolist()
         self.low = (self.delta - 0.5) * self.alpha
@@ -176,6 +178,9 @@ class _Block:
             else:
                 factor = factor[keep]
         g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))
+        if self.quant.unit_dmu:  # μ′ = 1: dh repeats g over each class's units, so dhᵀX = (gX) repeated
+            self.W.view(runs, -1, self.units, self.W.shape[2]).sub_(torch.bmm(g, self.X).unsqueeze(2))
+            return True
         dh = scratch[:runs]
         dh.view(runs, n, -1, self.units).copy_(g.transpose(1, 2).unsqueeze(-1).expand(-1, -1, -1, self.units))
         dh = self.quant.backward(dh, h, factor)
