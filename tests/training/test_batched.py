@@ -132,8 +132,8 @@ def test_codes_count_the_thresholds_exactly(dtype, rounding, bits, alpha):
     t = (np.arange(levels) + ROUNDINGS[rounding]).astype(np_dtype) * np_dtype(quant.alpha)
     expected = (x.numpy()[:, None] > t[None, :]).sum(1)
     h = x.view(1, 1, -1).clone()
-    codes, s1, s2 = torch.empty_like(h), torch.empty_like(h), torch.empty_like(h)
-    Staircase(quant, dtype).forward(h, codes, s1, s2)
+    codes, s1, s2, f = (torch.empty_like(h) for _ in range(4))
+    Staircase(quant, dtype).forward(h, codes, s1, s2, f)
     np.testing.assert_array_equal(codes.view(-1).numpy(), expected)
     assert torch.equal(h.view(-1), x)  # h is read, never modified
     if rounding == "ceil":
