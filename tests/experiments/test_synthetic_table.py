@@ -78,3 +78,15 @@ def test_unknown_experiment_is_refused(tmp_path):
     from coarsegrad.errors import ConfigError
     with pytest.raises(ConfigError):
         reproduce(out=tmp_path, only=("synthetic_tables",), progress=False)
+
+
+def test_reproduce_writes_the_units_table(tmp_path, monkeypatch):
+    monkeypatch.setitem(st.PLANS, "quick", {"steps": 3, "seeds": 1})
+    monkeypatch.setattr(st, "UNITS", (1, 2))
+    monkeypatch.setattr(st, "MONOTONE", ("clipped_relu",))
+    monkeypatch.setattr(st, "BITS", (2,))
+    records = reproduce(out=tmp_path, only=("synthetic-units",), progress=False, workers=2)
+    assert sorted((r["units_per_class"], r["rounding"]) for r in records) == [
+        (1, "ceil"), (1, "nearest"), (2, "ceil"), (2, "nearest")]
+    assert {r["data"] for r in records} == {"pairs"}
+    assert "Smallest units per class" in (tmp_path / "tables.md").read_text()
