@@ -20,7 +20,8 @@ import torch
 import coarsegrad as cg
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.models.networks import TwoLayerNet
-from coarsegrad.training.batched import ROUNDINGS, Quantizer, Staircase, train_batched
+from coarsegrad.quant.spec import ActQuant
+from coarsegrad.training.batched import train_batched
 from coarsegrad.training.loop import TrainConfig, train
 from oracles import numpy_mu
 
@@ -28,23 +29,23 @@ STES = ["identity", "relu", "clipped_relu", "log_tailed_relu"]
 ATOL = 1e-10
 
 
-def problem(seed, bits, ste, kind="pairs", units=5, dtype=torch.float64, dim=12, samples=20):
+def problem(seed, bits, ste, kind="pairs", units=5, dtype=torch.float64, dim=12, samples=20, rounding="ceil"):
     X, y = cg.synthetic_data(3, dim, 3, samples, kind=kind, generator=torch.Generator().manual_seed(seed))
-    net = TwoLayerNet(X.shape[1], 3, units, bits, None, ste, init_scale=0.5,
-                      generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
+    net = TwoLayerNet(X.shape[1], 3, units, init_scale=0.5, generator=torch.Generator().manual_seed(seed + 1),
+                      quant=ActQuant(bits, None, ste, rounding)).to(dtype)
     return X.to(dtype), y, net
 
 
 def run_batched(cases, steps, lrs=None, **kwargs):
     lrs = lrs or [1.0] * len(cases)
-    quants = [Quantizer(net.act.bits, net.act.alpha, net.act.ste.name, "ceil") for _, _, net in cases]
+    quants = [net.act.quant for _, _, net in cases]
     return train_batched(torch.stack([c[0] for c in cases]), torch.stack([c[1] for c in cases]),
                          torch.stack([c[2].W.detach() for c in cases]), quants, lrs, steps, num_classes=3, **kwargs)
 
 
-@pytest.mark.parametrize("block_runs", [32, 2])
-def test_every_run_follows_its_own_train_trajectory(block_runs):
-    cases = [problem(seed, bits, ste, kind) for ste in STES for bits in (1, 2, 4)
+@pytest.mark.parametrize("rounding,block_runs", [("ceil", 32), ("nearest", 32), ("floor", 2)])
+def test_every_run_follows_its_own_train_trajectory(rounding, block_runs):
+    cases = [problem(seed, bits, ste, kind, rounding=rounding) for ste in STES for bits in (1, 2, 4)
              for seed, kind in ((0, "pairs"), (1, "iid"))]
     lrs = [1.0 if i % 3 else 0.5 for i in range(len(cases))]
     steps = 40
@@ -59,8 +60,8 @@ def test_every_run_follows_its_own_train_trajectory(block_runs):
 
 
 def test_runs_stop_at_their_first_perfect_step_like_train():
-    cases = [problem(seed, bits, ste, units=10) for ste in ("relu", "clipped_relu", "log_tailed_relu")
-             for bits in (2, 4) for seed in (0, 1)]
+    cases = [problem(seed, bits, ste, units=10, rounding=rounding) for ste in ("relu", "clipped_relu", "log_tailed_relu")
+             for bits, rounding in ((2, "ceil"), (4, "ceil"), (1, "nearest")) for seed in (0, 1)]
     steps = 400
     result = run_batched(cases, steps)
     stopped = 0
@@ -77,13 +78,13 @@ def reference_step(X, y, W, quant, lr):
     """An independent coarse-GD step: codes by the NumPy oracle, μ′ through autograd of
     μ (σ = α·c(h) + μ(h) − stopgrad(μ(h)) has value α·c and gradient μ′), CE by torch."""
     levels = 2**quant.bits - 1
-    t = (np.arange(levels) + ROUNDINGS[quant.rounding]) * quant.alpha
+    t = (np.arange(levels) + {"ceil": 0.0, "nearest": 0.5, "floor": 1.0}[quant.rounding]) * quant.alpha
     W = W.clone().requires_grad_(True)
     h = X @ W.t()
     codes = (h.detach().numpy()[..., None] > t).sum(-1)
-    mu = torch.from_numpy(numpy_mu(quant.ste, h.detach().numpy(), levels * quant.alpha))
+    mu = torch.from_numpy(numpy_mu(quant.ste.name, h.detach().numpy(), levels * quant.alpha))
     # μ through torch for the gradient: the oracle's value, torch's derivative of the same formula
-    mu_t = cg.get_ste(quant.ste).mu(h, quant.bits, quant.alpha)
+    mu_t = quant.mu(h)
     torch.testing.assert_close(mu_t.detach(), mu, atol=1e-12, rtol=0)
     sigma = quant.alpha * torch.from_numpy(codes).to(h.dtype) + mu_t - mu_t.detach()
     units = W.shape[0] // 3
@@ -93,13 +94,13 @@ def reference_step(X, y, W, quant, lr):
 
 
 @pytest.mark.parametrize("rounding", ["nearest", "floor", "ceil"])
-def test_other_roundings_follow_an_independent_reference(rounding):
+def test_every_rounding_follows_an_independent_reference(rounding):
     cases, quants = [], []
     for i, ste in enumerate(STES):
         for bits in (1, 2, 4):
             X, y, net = problem(i, bits, ste, kind="iid")
             cases.append((X, y, net.W.detach().clone()))
-            quants.append(Quantizer(bits, cg.optimal_alpha(bits), ste, rounding))
+            quants.append(ActQuant(bits, None, ste, rounding))
     steps = 15
     result = train_batched(torch.stack([c[0] for c in cases]), torch.stack([c[1] for c in cases]),
                            torch.stack([c[2] for c in cases]), quants, [1.0] * len(cases), steps,
@@ -110,40 +111,10 @@ def test_other_roundings_follow_an_independent_reference(rounding):
         torch.testing.assert_close(result.weights[i], W, atol=ATOL, rtol=0)
 
 
-def staircase_inputs(quant, dtype):
-    """Every threshold t_j = fl((j + δ)α), its float neighbours, and random values."""
-    levels = 2**quant.bits - 1
-    t = (torch.arange(-1, levels + 2, dtype=dtype) + ROUNDINGS[quant.rounding]) * quant.alpha
-    inf = torch.tensor(float("inf"), dtype=dtype)
-    rand = torch.randn(3000, generator=torch.Generator().manual_seed(quant.bits), dtype=dtype) * levels * quant.alpha
-    return torch.cat([t, torch.nextafter(t, inf), torch.nextafter(t, -inf), rand, torch.zeros(1, dtype=dtype)])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("rounding", list(ROUNDINGS))
-@pytest.mark.parametrize("bits", [1, 2, 3, 4, 6])
-@pytest.mark.parametrize("alpha", [None, 0.3, 1.7])
-def test_codes_count_the_thresholds_exactly(dtype, rounding, bits, alpha):
-    quant = Quantizer(bits, cg.optimal_alpha(bits) if alpha is None else alpha, "relu", rounding)
-    x = staircase_inputs(quant, dtype)
-    levels = 2**bits - 1
-    # the oracle: thresholds as NumPy products in the same dtype, codes by counting
-    np_dtype = np.float32 if dtype == torch.float32 else np.float64
-    t = (np.arange(levels) + ROUNDINGS[rounding]).astype(np_dtype) * np_dtype(quant.alpha)
-    expected = (x.numpy()[:, None] > t[None, :]).sum(1)
-    h = x.view(1, 1, -1).clone()
-    codes, s1, s2, f = (torch.empty_like(h) for _ in range(4))
-    Staircase(quant, dtype).forward(h, codes, s1, s2, f)
-    np.testing.assert_array_equal(codes.view(-1).numpy(), expected)
-    assert torch.equal(h.view(-1), x)  # h is read, never modified
-    if rounding == "ceil":
-        assert torch.equal(codes.view(-1), cg.staircase_codes(x, bits, quant.alpha))
-
-
 def test_bad_inputs():
     X, y, net = problem(0, 2, "relu")
     W = net.W.detach()
-    q = Quantizer(2, 0.5, "relu")
+    q = ActQuant(2, 0.5, "relu")
     with pytest.raises(DataError):
         train_batched(X, y, W, [q], [1.0], 3, num_classes=3)
     with pytest.raises(ConfigError) as info:
@@ -152,7 +123,7 @@ def test_bad_inputs():
     with pytest.raises(ConfigError) as info:
         train_batched(X[None], y[None], W[None], [q, q], [1.0], 3, num_classes=3)
     with pytest.raises(ConfigError) as info:
-        Quantizer(2, 0.5, "relu", "round")
-    assert info.value.field == "rounding"
+        train_batched(X[None], y[None], W[None], [(2, 0.5, "relu")], [1.0], 3, num_classes=3)
+    assert info.value.field == "quants"
     with pytest.raises(DataError):
         train_batched(X[None], (y + 5)[None], W[None], [q], [1.0], 3, num_classes=3)

@@ -11,7 +11,9 @@ accuracy, their median step, the final accuracy of the others.
 m ∈ {1, 2, 3, 5, 10, 20}; per (rounding, bits, STE) the smallest m with every seed
 perfect.
 
-Seeds as :func:`coarsegrad.experiments.synthetic.synthetic_trial`: data from ``seed``,
+α as :class:`~coarsegrad.quant.spec.ActQuant` resolves ``alpha=None``: the published
+(nearest-rounding MSE-optimal) α for ceil, the matched optimum for nearest (the same
+numbers). Seeds as :func:`coarsegrad.experiments.synthetic.synthetic_trial`: data from ``seed``,
 initial weights from ``seed + 1`` (:func:`~coarsegrad.models.build.build_model`), so a
 cell's run equals ``coarsegrad train`` with that config, full batch and ``log_every=1``
 (:mod:`coarsegrad.training.batched`; tests/training/test_batched.py).
@@ -29,8 +31,8 @@ from coarsegrad.config import ModelConfig, load_preset
 from coarsegrad.data.synthetic import synthetic_data
 from coarsegrad.experiments.pool import run_trials
 from coarsegrad.models.build import build_model
-from coarsegrad.quant.staircase import optimal_alpha
-from coarsegrad.training.batched import Quantizer, train_batched
+from coarsegrad.quant.spec import ActQuant
+from coarsegrad.training.batched import train_batched
 
 ROUNDINGS = ("ceil", "nearest")
 STES = ("identity", "relu", "clipped_relu", "log_tailed_relu")
@@ -39,12 +41,6 @@ BITS = (1, 2, 3, 4)
 KINDS = ("pairs", "iid")
 UNITS = (1, 2, 3, 5, 10, 20)
 PLANS = {"quick": {"steps": 2000, "seeds": 3}, "full": {"steps": 10000, "seeds": 10}}
-
-
-def table_alpha(bits: int, rounding: str) -> float:
-    """TODO(spec): ``optimal_alpha(bits, rounding)``; today the nearest-rounding optimum
-    (the published α) for both roundings, as the rest of the package uses it."""
-    return optimal_alpha(bits)
 
 
 def _problem(kind: str, seed: int, units: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,8 +87,9 @@ def train_shard(experiment: str, settings: list[dict], steps: int) -> dict[str, 
         where = [i for i, s in enumerate(settings) if s["units"] == units]
         group = [settings[i] for i in where]
         problems = {key: _problem(*key) for key in dict.fromkeys((s["kind"], s["seed"], units) for s in group)}
-        alphas = {key: table_alpha(*key) for key in dict.fromkeys((s["bits"], s["rounding"]) for s in group)}
-        quants = [Quantizer(s["bits"], alphas[s["bits"], s["rounding"]], s["ste"], s["rounding"]) for s in group]
+        specs = {key: ActQuant(key[0], None, key[1], key[2])
+                 for key in dict.fromkeys((s["bits"], s["ste"], s["rounding"]) for s in group)}
+        quants = [specs[s["bits"], s["ste"], s["rounding"]] for s in group]
         stack = [problems[s["kind"], s["seed"], units] for s in group]
         started = time.perf_counter()
         result = train_batched(torch.stack([p[0] for p in stack]), torch.stack([p[1] for p in stack]),
@@ -103,7 +100,7 @@ def train_shard(experiment: str, settings: list[dict], steps: int) -> dict[str, 
             records[where[i]] = {
                 "experiment": experiment, "dataset": "synthetic", "data": s["kind"], "model": "two_layer",
                 "rounding": s["rounding"], "ste": s["ste"], "bits": s["bits"], "seed": s["seed"],
-                "alpha": quants[i].alpha, "units_per_class": units, "lr": lr, "max_steps": steps,
+                "alpha": quants[i].alpha, "alpha_rule": quants[i].alpha_rule, "units_per_class": units, "lr": lr, "max_steps": steps,
                 "perfect": result.perfect_step[i] is not None, "perfect_step": result.perfect_step[i],
                 "train_acc": result.train_acc[i], "final_loss": result.loss[i], "steps": result.steps_run[i],
                 "diverged_step": result.diverged_step[i], "batch_seconds": seconds, "batch_runs": len(group),

@@ -3,11 +3,12 @@
 Run r has data X_r ∈ R^{N×d}, labels y_r, first layer W_r ∈ R^{H×d} (H = K·m, unit
 u = k·m + j belongs to class k), the fixed second layer V = block of ones
 (:class:`~coarsegrad.models.networks.TwoLayerNet` with ``second_layer="fixed"``), its
-own step size η_r and quantizer (b, α, STE, rounding). The runs are stacked,
+own step size η_r and activation spec (:class:`~coarsegrad.quant.spec.ActQuant`: b, α,
+STE, rounding). The runs are stacked,
 X ∈ R^{R×N×d}, W ∈ R^{R×H×d}, and one step of every run is::
 
     h = X Wᵀ                                   bmm,            [R, N, H]
-    c = codes(h),  m = μ′(h)                   staircase codes and STE factor
+    c = codes(h),  m = μ′(h)                   the library kernels (EagerQuantizer of the spec)
     S[r, n, k] = Σ_j c[r, n, k·m + j]          exact integer code sums per class
     o = α·S,  ℓ_r = mean_n CE(o_rn, y_rn)      logits σ(h)Vᵀ and loss
     g = (η_r / N)·(softmax(o) − onehot(y))     [R, N, K]
@@ -36,78 +37,7 @@ import torch
 
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.quant.kernels import BLOCK_ELEMENTS, EagerQuantizer
-from coarsegrad.quant.staircase import check_alpha, check_bits, num_levels
-from coarsegrad.quant.ste import get_ste
-
-ROUNDINGS = {"ceil": 0.0, "nearest": 0.5, "floor": 1.0}
-"""TODO(spec): threshold offsets δ, t_j = fl((j + δ)·α); replace by coarsegrad.quant.spec."""
-
-
-@dataclass(frozen=True)
-class Quantizer:
-    """TODO(spec): the staircase of one run; to be replaced by ``quant.spec.ActQuant``."""
-
-    bits: int
-    alpha: float
-    ste: str
-    rounding: str = "ceil"
-
-    def __post_init__(self) -> None:
-        check_bits(self.bits)
-        check_alpha(self.alpha)
-        get_ste(self.ste)
-        if self.rounding not in ROUNDINGS:
-            raise ConfigError("rounding", f"must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}")
-
-
-class Staircase:
-    """TODO(spec): codes c = #{j ∈ 0..L−1 : h > t_j}, t_j = fl((j + δ)·α), written into a
-    buffer, and the backward dh = dσ ⊙ μ′(h) (the STE at q = L·α) of
-    :class:`~coarsegrad.quant.kernels.EagerQuantizer`, which reads h (never modified here).
-
-    t_j is made by the op ``tensor([j + δ]) * alpha`` in h's dtype, as ``staircase_codes``
-    makes fl(jα). L ≤ 3: c = Σ_j 1{h > t_j}. Otherwise u = clip(h, (δ − ½)α, t⁺_{L−1})
-    changes no comparison (every h ≤ t_0 still has c = 0, every h > t_{L−1} has c = L),
-    c₀ = ⌈u/α − δ⌉ ∈ [0, L] is within one of c, and the two corrections of
-    ``staircase_codes`` against the thresholds themselves make it exact."""
-
-    def __init__(self, quant: Quantizer, dtype: torch.dtype) -> None:
-        self.levels, self.alpha = num_levels(quant.bits), quant.alpha
-        self.delta = ROUNDINGS[quant.rounding]
-        self.eager = EagerQuantizer(quant.bits, quant.alpha, get_ste(quant.ste), dtype)
-        self.unit_dmu = self.eager.mode == "all"  # μ′ = 1 everywhere (identity)
-        steps = torch.arange(self.levels, dtype=dtype).add_(self.delta) * self.alpha
-        self.thresholds = steps.tolist()
-        self.low = (self.delta - 0.5) * self.alpha
-        self.top = float(torch.nextafter(steps[-1], torch.tensor(math.inf, dtype=dtype)))
-
-    def forward(self, h: torch.Tensor, codes: torch.Tensor, scratch: torch.Tensor,
-                scratch2: torch.Tensor, factor: torch.Tensor) -> torch.Tensor | None:
-        """Write c(h) into ``codes``; return the factor :meth:`backward` needs (None: it
-        reads h), written into ``factor`` by runs of about BLOCK_ELEMENTS elements (the
-        STE's temporaries then stay in cache: 2× faster for log_tailed_relu)."""
-        kept: torch.Tensor | None = None
-        if not self.eager.mode:
-            rows = max(1, BLOCK_ELEMENTS // max(1, h[0].numel()))
-            for start in range(0, h.shape[0], rows):
-                factor[start:start + rows].copy_(self.eager.factor(h[start:start + rows]))
-            kept = factor
-        if self.levels <= 3:
-            torch.gt(h, self.thresholds[0], out=codes)
-            for t in self.thresholds[1:]:
-                codes.add_(torch.gt(h, t, out=scratch))
-            return kept
-        u = torch.clamp(h, self.low, self.top, out=scratch2)
-        torch.div(u, self.alpha, out=codes).sub_(self.delta).ceil_()
-        torch.add(codes, self.delta - 1.0, out=scratch).mul_(self.alpha)
-        codes.sub_(torch.ge(scratch, u, out=scratch))
-        torch.add(codes, self.delta, out=scratch).mul_(self.alpha)
-        codes.add_(torch.lt(scratch, u, out=scratch))
-        return kept
-
-    def backward(self, grad: torch.Tensor, h: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
-        """dh = dσ ⊙ μ′(h), in place in ``grad``."""
-        return self.eager.backward(grad, h, factor)
+from coarsegrad.quant.spec import ActQuant
 
 
 @dataclass
@@ -129,7 +59,8 @@ class _Block:
     """Runs sharing one quantizer: their rows of X, y, W, η, their run ids, and the
     metrics of their last evaluated step (acc, loss; first perfect step or −1)."""
 
-    quant: Staircase
+    quant: ActQuant
+    kernel: EagerQuantizer
     ids: torch.Tensor
     X: torch.Tensor
     y: torch.Tensor
@@ -156,9 +87,10 @@ class _Block:
         record and drop the runs that stop; False when none is left. ``work``: five
         [≥ runs, N, H] buffers shared by the blocks."""
         runs, n = self.X.shape[0], self.X.shape[1]
-        h, codes, scratch, scratch2, factor_buffer = (w[:runs] for w in work)
+        h, codes, scratch, scratch2, factor = (w[:runs] for w in work)
         torch.bmm(self.X, self.W.transpose(1, 2), out=h)
-        factor = self.quant.forward(h, codes, scratch, scratch2, factor_buffer)
+        m = self._factor(h, factor)  # before the kernel may clamp h
+        self.kernel.forward(h, codes, scratch, need_factor=False)
         # [runs, K, N]: classes first, so the reductions over K run along N
         sums = codes.view(runs, n, -1, self.units).sum(-1).transpose(1, 2).contiguous()
         logp = torch.log_softmax(sums * self.quant.alpha, 1)
@@ -180,19 +112,30 @@ class _Block:
                 setattr(self, name, getattr(self, name).index_select(0, keep))
             runs = keep.numel()
             logp = logp[keep]
-            if factor is None:  # the backward reads h
+            if m is None:  # the backward reads h
                 h = torch.index_select(h, 0, keep, out=scratch2[:runs])
             else:
-                factor = factor[keep]
+                m = m[keep]
         g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))
-        if self.quant.unit_dmu:  # μ′ = 1: dh repeats g over each class's units, so dhᵀX = (gX) repeated
+        if self.kernel.mode == "all":  # μ′ = 1: dh repeats g over each class's units, so dhᵀX = (gX) repeated
             self.W.view(runs, -1, self.units, self.W.shape[2]).sub_(torch.bmm(g, self.X).unsqueeze(2))
             return True
         dh = scratch[:runs]
         dh.view(runs, n, -1, self.units).copy_(g.transpose(1, 2).unsqueeze(-1).expand(-1, -1, -1, self.units))
-        dh = self.quant.backward(dh, h, factor)
+        dh = self.kernel.backward(dh, h, m)
         self.W.baddbmm_(dh.transpose(1, 2), self.X, alpha=-1.0)
         return True
+
+    def _factor(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
+        """m = μ′(h) into ``out`` when the kernel's backward needs it (None: it reads h), by
+        runs of about BLOCK_ELEMENTS elements so the STE's temporaries stay in cache (2×
+        faster for log_tailed_relu than one call on the whole block)."""
+        if self.kernel.mode:
+            return None
+        rows = max(1, BLOCK_ELEMENTS // max(1, h[0].numel()))
+        for start in range(0, h.shape[0], rows):
+            out[start:start + rows].copy_(self.kernel.factor(h[start:start + rows]))
+        return out
 
     def finish(self, done: torch.Tensor, steps_run: int, out: BatchedResult) -> None:
         """Write the results of the runs where ``done`` (all of them after the last step)."""
@@ -211,7 +154,7 @@ def train_batched(
     X: torch.Tensor,
     y: torch.Tensor,
     W: torch.Tensor,
-    quants: list[Quantizer],
+    quants: list[ActQuant],
     lr: list[float],
     steps: int,
     *,
@@ -220,7 +163,7 @@ def train_batched(
     block_runs: int = 32,
 ) -> BatchedResult:
     """Train R independent runs (module docstring): X [R, N, d], y [R, N] int64, initial
-    W [R, K·m, d] (not modified), one :class:`Quantizer` and step size per run, up to
+    W [R, K·m, d] (not modified), one :class:`~coarsegrad.quant.spec.ActQuant` and step size per run, up to
     ``steps`` updates each. The dtype of X (float32 or float64) is the compute dtype."""
     runs = _check_inputs(X, y, W, quants, lr, steps, num_classes, block_runs)
     units = W.shape[1] // num_classes
@@ -228,14 +171,14 @@ def train_batched(
                            W.detach().clone())
     blocks: list[_Block] = []
     rates = torch.tensor(lr, dtype=X.dtype)
-    staircases = {q: Staircase(q, X.dtype) for q in dict.fromkeys(quants)}
-    width = min(block_runs, max(sum(q == p for p in quants) for q in staircases))
+    kernels = {q: EagerQuantizer(q, X.dtype) for q in dict.fromkeys(quants)}
+    width = min(block_runs, max(sum(q == p for p in quants) for q in kernels))
     work = [torch.empty(width, X.shape[1], W.shape[1], dtype=X.dtype) for _ in range(5)]
     for quant in dict.fromkeys(quants):
         ids = [i for i, q in enumerate(quants) if q == quant]
         for start in range(0, len(ids), block_runs):
             chunk = torch.tensor(ids[start:start + block_runs])
-            blocks.append(_Block(staircases[quant], chunk, X[chunk].contiguous(), y[chunk].contiguous(),
+            blocks.append(_Block(quant, kernels[quant], chunk, X[chunk].contiguous(), y[chunk].contiguous(),
                                  W[chunk].detach().clone(), rates[chunk], units))
     with torch.no_grad():
         for t in range(steps):
@@ -245,7 +188,7 @@ def train_batched(
     return result
 
 
-def _check_inputs(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, quants: list[Quantizer], lr: list[float],
+def _check_inputs(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, quants: list[ActQuant], lr: list[float],
                   steps: int, num_classes: int, block_runs: int) -> int:
     if X.dim() != 3 or W.dim() != 3 or y.dim() != 2:
         raise DataError("X", f"expected X [R, N, d], y [R, N], W [R, H, d]; got {list(X.shape)}, "
@@ -261,6 +204,8 @@ def _check_inputs(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, quants: lis
             raise ConfigError(name, f"must be an integer >= {minimum}, got {value!r}")
     if W.shape[1] % num_classes:
         raise ConfigError("num_classes", f"must divide the {W.shape[1]} hidden units")
+    if any(not isinstance(q, ActQuant) for q in quants):
+        raise ConfigError("quants", "every quantizer must be an ActQuant")
     if len(quants) != runs or len(lr) != runs:
         raise ConfigError("quants", f"need one quantizer and one lr per run ({runs}), got {len(quants)}, {len(lr)}")
     if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0) for v in lr):
