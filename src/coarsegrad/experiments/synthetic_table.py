@@ -50,8 +50,8 @@ def _problem(kind: str, seed: int, units: int) -> tuple[torch.Tensor, torch.Tens
     X, y = synthetic_data(data["num_classes"], data["dim"], data["subspace_dim"], data["samples_per_class"],
                           kind=kind, generator=torch.Generator().manual_seed(seed))
     cfg = ModelConfig(**{**model, "units_per_class": units, "alpha": 1.0})  # α does not touch W₀
-    net = build_model(cfg, X.shape[1], data["num_classes"], seed + 1)
-    return X, y, net.W.detach()
+    weights = build_model(cfg, X.shape[1], data["num_classes"], seed + 1).get_parameter("W")
+    return X, y, weights.detach()
 
 
 def run_grid(experiment: str, settings: list[dict], steps: int, workers: int | None = None,
