@@ -10,7 +10,10 @@ PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints.
 SHARED_DATA := $(abspath ../shared/data)
 export COARSEGRAD_DATA ?= $(if $(wildcard $(SHARED_DATA)/mnist),$(SHARED_DATA),)
 
-.PHONY: reproduce test clean
+#   make fuzz        long fuzz of every input loader (10^5 inputs each; minutes)
+FUZZ_N ?= 100000
+
+.PHONY: reproduce test fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +29,9 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/fuzz_inputs.py --n $(FUZZ_N)
 
 clean:
 	rm -rf $(VENV) runs

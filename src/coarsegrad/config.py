@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from coarsegrad import validate as v
 from coarsegrad.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -24,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 from coarsegrad.quant.spec import ActQuant
-from coarsegrad.quant.staircase import check_alpha, check_bits, check_rounding
+from coarsegrad.quant.staircase import check_alpha_range, check_bits, check_rounding
 from coarsegrad.quant.ste import get_ste
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
@@ -53,27 +54,27 @@ class DataConfig:
     clusters: int = 4
 
     def __post_init__(self) -> None:
-        if self.data not in DATASETS:
-            raise ConfigError("data", f"unknown dataset {self.data!r}; valid: {', '.join(DATASETS)}")
-        for name in ("num_classes", "dim", "subspace_dim", "samples_per_class"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+        v.choice("data", self.data, DATASETS)
+        if self.data_dir is not None:
+            v.string("data_dir", self.data_dir)
+        v.optional_integer("data_seed", self.data_seed, lo=0, hi=v.MAX_SEED)
+        for name, hi in (("num_classes", v.MAX_CLASSES), ("dim", v.MAX_DIM), ("subspace_dim", v.MAX_DIM),
+                         ("samples_per_class", v.MAX_SAMPLES)):
+            v.integer(name, getattr(self, name), lo=1, hi=hi)
         if self.num_classes * self.subspace_dim > self.dim:
             raise ConfigError("dim", f"must be >= num_classes·subspace_dim = "
                               f"{self.num_classes * self.subspace_dim}, got {self.dim}")
+        if self.num_classes * self.samples_per_class * self.dim > v.MAX_ELEMENTS:
+            raise ConfigError("samples_per_class", f"num_classes·samples_per_class·dim must be <= {v.MAX_ELEMENTS} "
+                              f"(1 GiB of float32), got {self.num_classes * self.samples_per_class * self.dim}")
         self._check_synthetic()
 
     def _check_synthetic(self) -> None:
         """The synthetic data model: ``synthetic_kind``, ``bias``, ``clusters`` (even, ± pairs)."""
-        if self.synthetic_kind not in SYNTHETIC_KINDS:
-            raise ConfigError("synthetic_kind", f"unknown data model {self.synthetic_kind!r}; "
-                              f"valid: {', '.join(SYNTHETIC_KINDS)}")
-        if not isinstance(self.bias, bool):
-            raise ConfigError("bias", f"must be true or false, got {self.bias!r}")
-        if isinstance(self.clusters, bool) or not isinstance(self.clusters, int) or self.clusters < 2 \
-                or self.clusters % 2:
-            raise ConfigError("clusters", f"must be an even integer >= 2 (± pairs), got {self.clusters!r}")
+        v.choice("synthetic_kind", self.synthetic_kind, SYNTHETIC_KINDS)
+        v.boolean("bias", self.bias)
+        if v.integer("clusters", self.clusters, lo=2, hi=v.MAX_SAMPLES) % 2:
+            raise ConfigError("clusters", f"must be even (± pairs of centres), got {self.clusters}")
 
 
 @dataclass
@@ -94,19 +95,17 @@ class ModelConfig:
     rounding: str = "ceil"
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigError("model", f"unknown model {self.model!r}; valid: {', '.join(MODELS)}")
+        v.choice("model", self.model, MODELS)
         check_bits(self.bits)
         if self.alpha is not None:
-            self.alpha = check_alpha(self.alpha)
-        get_ste(self.ste)
+            self.alpha = check_alpha_range(self.bits, self.alpha)
+        get_ste(v.string("ste", self.ste))
         check_rounding(self.rounding)
-        if self.second_layer not in ("fixed", "trained"):
-            raise ConfigError("second_layer", f"must be 'fixed' or 'trained', got {self.second_layer!r}")
+        v.choice("second_layer", self.second_layer, ("fixed", "trained"))
+        v.number("init_scale", self.init_scale, lo=0, lo_open=True)
+        v.boolean("batchnorm", self.batchnorm)
         for name in ("units_per_class", "hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+            v.integer(name, getattr(self, name), lo=1, hi=v.MAX_UNITS)
 
     def act_quant(self) -> ActQuant:
         """The activation spec of these fields (α resolved for ``alpha=None``)."""
@@ -145,7 +144,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) 
 
 def dataclass_from_flags(cls: type, namespace: argparse.Namespace, base: dict | None = None) -> Any:
     """Build ``cls`` from the flags that were given, on top of ``base`` (e.g. a preset)."""
-    values = dict(base or {})
+    section = {"DataConfig": "data", "ModelConfig": "model", "TrainConfig": "train"}.get(cls.__name__, cls.__name__)
+    values = dict(v.fields(section, base or {}, cls))  # preset values: known fields, declared types
     names = {f.name for f in dataclasses.fields(cls)}
     for name in names:
         value = getattr(namespace, name, None)
@@ -160,23 +160,54 @@ def dataclass_from_flags(cls: type, namespace: argparse.Namespace, base: dict | 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
+MAX_TOML_BYTES = 1 << 20
+
+
+def read_toml(path: Path, field: str) -> dict[str, Any]:
+    """Parse the TOML file ``path``; any problem (unreadable, too large, not UTF-8, bad
+    syntax, nesting too deep, dates) is a ``ConfigError(field)`` naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_TOML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(field, f"cannot read {path} ({exc.strerror or exc})") from None
+    if len(raw) > MAX_TOML_BYTES:
+        raise ConfigError(field, f"{path} is larger than {MAX_TOML_BYTES} bytes")
+    try:
+        parsed: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(field, f"{path} is not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(field, f"{path}: values nested too deeply") from None
+    v.plain(field, parsed)
+    return parsed
+
+
 def load_preset(path: str) -> dict[str, dict]:
     """Read a TOML preset with optional ``[data]``, ``[model]`` and ``[train]`` tables.
 
     ``path`` is a file, or the name of a preset shipped in ``coarsegrad/presets``
-    (also reachable as ``configs/`` in the repository), e.g. ``"synthetic"``.
+    (also reachable as ``configs/`` in the repository), e.g. ``"synthetic"``. Checked
+    here (:class:`ConfigError`): only those tables; ``[data]`` and ``[model]`` hold only
+    fields of their dataclass, each of its declared type; ``[train]`` plain values (its
+    fields are checked by ``TrainConfig``); no dates; nesting at most
+    :data:`~coarsegrad.validate.MAX_DEPTH` deep.
     """
     file = Path(path)
-    if not file.is_file() and (PRESETS_DIR / f"{path}.toml").is_file():
-        file = PRESETS_DIR / f"{path}.toml"
-    if not file.is_file():
+    try:
+        if not file.is_file() and (PRESETS_DIR / f"{path}.toml").is_file():
+            file = PRESETS_DIR / f"{path}.toml"
+        found = file.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        found = False
+    if not found:
         names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.toml")))
         raise ConfigError("config", f"no such preset file: {path} (shipped presets: {names})")
-    try:
-        preset = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("config", f"{path} is not valid TOML ({exc})") from None
+    preset = read_toml(file, "config")
     unknown = set(preset) - {"data", "model", "train"}
     if unknown:
         raise ConfigError("config", f"{path}: unknown section(s) {sorted(unknown)}; valid: data, model, train")
+    v.fields("data", preset.get("data", {}), DataConfig)
+    v.fields("model", preset.get("model", {}), ModelConfig)
+    v.table("train", preset.get("train", {}))
     return {section: dict(preset.get(section, {})) for section in ("data", "model", "train")}

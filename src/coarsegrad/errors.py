@@ -30,4 +30,4 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, step: int, loss: float) -> None:
         self.step = step
         self.loss = loss
-        super().__init__(f"non-finite loss ({loss}) at step {step}; lower the learning rate")
+        super().__init__(f"non-finite loss ({loss}) at step {step}; lower the learning rate (lr, --lr)")

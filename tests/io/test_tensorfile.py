@@ -24,9 +24,9 @@ def test_round_trip_and_interop(tmp_path):
     assert meta == {"config": "{}"}
     for name, t in tensors.items():
         assert torch.equal(theirs[name], t) and torch.equal(back[name], t) and back[name].dtype == t.dtype
-    save_file(tensors, tmp_path / "theirs.safetensors")
-    back, _ = load(tmp_path / "theirs.safetensors")
-    assert all(torch.equal(back[n], t) for n, t in tensors.items())
+    save_file(tensors, tmp_path / "theirs.safetensors")  # no digest: rejected, with the reason
+    with pytest.raises(DataError, match="older coarsegrad"):
+        load(tmp_path / "theirs.safetensors")
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path):
@@ -71,3 +71,17 @@ def test_garbage_and_missing(tmp_path):
         loads(struct.pack("<Q", 2**62) + b"{}", "f")
     with pytest.raises(DataError, match="no such file"):
         load(tmp_path / "nope.safetensors")
+
+
+def test_bytes_are_the_same_in_another_process(tmp_path):
+    """safetensors writes metadata in hash-map order; ours sorts it, so equal saves are equal bytes."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from coarsegrad.io.tensorfile import save; "
+            "save(__import__('sys').argv[1], {'w': torch.arange(6.0)}, {'b': '2', 'a': '1', 'c': '3'})")
+    for i in range(3):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.st")], check=True)
+    save(tmp_path / "here.st", {"w": torch.arange(6.0)}, {"c": "3", "a": "1", "b": "2"})
+    blobs = {(tmp_path / name).read_bytes() for name in ("0.st", "1.st", "2.st", "here.st")}
+    assert len(blobs) == 1

@@ -52,3 +52,29 @@ def test_two_layer_net_bad_arguments(kwargs):
     args = {"in_features": 4, "num_classes": 2, "units_per_class": 3, **kwargs}
     with pytest.raises(cg.ConfigError):
         cg.TwoLayerNet(**args)
+
+
+def test_models_carry_one_spec_whole():
+    from torch import nn
+
+    from coarsegrad.models.networks import LeNet5
+
+    quant = cg.ActQuant(3, 0.25, "relu", "floor")
+    assert cg.TwoLayerNet(5, 2, 3, quant=quant).act.quant is quant
+    assert cg.MLP(8, 16, 3, quant=quant).act.quant is quant
+    acts = [m for m in LeNet5(quant=quant).modules() if isinstance(m, cg.QuantReLU)]
+    assert len(acts) == 3 and all(a.quant is quant for a in acts)
+    for float_net in (LeNet5(quant=None), LeNet5(bits=None)):
+        assert not any(isinstance(m, cg.QuantReLU) for m in float_net.modules())
+        assert sum(isinstance(m, nn.ReLU) for m in float_net.modules()) == 3
+
+
+def test_build_model_uses_the_config_spec():
+    from coarsegrad.config import ModelConfig
+    from coarsegrad.models.build import build_model
+
+    for model in ("two_layer", "mlp", "lenet5"):
+        cfg = ModelConfig(model=model, bits=3, ste="relu", rounding="nearest")
+        net = build_model(cfg, 784, 10, seed=0)
+        specs = {m.quant for m in net.modules() if isinstance(m, cg.QuantReLU)}
+        assert specs == {cfg.act_quant()}

@@ -39,6 +39,7 @@ from coarsegrad.errors import ConfigError
 from coarsegrad.models.networks import MLP
 from coarsegrad.quant.spec import ActQuant
 from coarsegrad.training.loop import TrainConfig, train
+from coarsegrad.validate import integer
 
 
 @dataclass
@@ -61,11 +62,11 @@ class BenchConfig:
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
         for name in ("samples", "features", "classes", "batch_size", "repeats", "sgemm_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(name, f"must be a positive integer, got {value!r}")
-        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
+            integer(name, getattr(self, name), lo=1)
+        if not self.hidden:
             raise ConfigError("hidden", f"must be positive integers, got {self.hidden!r}")
+        for h in self.hidden:
+            integer("hidden", h, lo=1)
         if self.data not in ("auto", "mnist", "random"):
             raise ConfigError("data", f"must be auto, mnist or random, got {self.data!r}")
 

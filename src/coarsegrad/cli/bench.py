@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
 from coarsegrad.bench.epoch import QUICK, BenchConfig, run_bench
 from coarsegrad.bench.report import format_machine, format_markdown, format_table, load_average, machine
-from coarsegrad.io.records import atomic_write_json, atomic_write_text
+from coarsegrad.io.records import atomic_write_text
+from coarsegrad.io.results import EpochBenchRecord, InferenceBenchRecord, write_record
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,17 +46,20 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             changes[name] = tuple(value) if name == "hidden" else value
     config = dataclasses.replace(base, **changes)
-    record: dict = {"command": " ".join(["coarsegrad"] + sys.argv[1:]), "machine": machine()}
-    record.update(run_bench(config, log=lambda message: print(message, file=sys.stderr, flush=True)))
-    record["loadavg_after"] = load_average()
-    print(format_table(record))
+    raw: dict = {"command": " ".join(["coarsegrad"] + sys.argv[1:]), "machine": machine()}
+    raw.update(run_bench(config, log=lambda message: print(message, file=sys.stderr, flush=True)))
+    load = load_average()
+    raw["loadavg_after"] = None if load is None else list(load)
+    # checked as a typed record (as JSON will hold it) before anything is printed or written
+    record = EpochBenchRecord.from_dict(json.loads(json.dumps(raw)), "bench record")
+    print(format_table(raw))
     print()
-    print(format_machine(record))
+    print(format_machine(raw))
     if args.json:
-        atomic_write_json(args.json, record)
+        write_record(args.json, record)
         print(f"wrote {args.json}")
     if args.markdown:
-        atomic_write_text(args.markdown, format_markdown(record))
+        atomic_write_text(args.markdown, format_markdown(raw))
         print(f"wrote {args.markdown}")
     return 0
 
@@ -80,6 +85,6 @@ def run_inference(args: argparse.Namespace) -> int:
             f"{name}={result[name]['samples_per_s']:,.0f}/s" for name in ("torch_fp32", "onnx_fp32", "onnx_int8"))
             + f" int8/fp32={result['speedup_onnx_int8_vs_torch_fp32']:.2f}x")
     if args.json:
-        atomic_write_json(args.json, {"machine": machine(), "threads": torch.get_num_threads(), "runs": rows})
+        write_record(args.json, InferenceBenchRecord(machine=machine(), threads=torch.get_num_threads(), runs=rows))
         print(f"wrote {args.json}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.training.run import check_device
+from coarsegrad.validate import MAX_WORKERS, optional_integer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,18 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from coarsegrad.experiments.reproduce import reproduce
 
-    if args.seeds is not None and args.seeds < 1:
-        raise ConfigError("seeds", f"must be >= 1, got {args.seeds}")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError("workers", f"must be >= 1, got {args.workers}")
-    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
-        raise ConfigError("device", f"must be cpu or cuda, got {args.device!r}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device", "CUDA is not available on this machine")
+    optional_integer("seeds", args.seeds, lo=1, hi=1000)
+    optional_integer("workers", args.workers, lo=1, hi=MAX_WORKERS)
+    check_device(args.device)
     only = None if args.only is None else tuple(x.strip() for x in args.only.split(",") if x.strip())
     if only is not None and not only:
         raise ConfigError("only", "name at least one experiment")

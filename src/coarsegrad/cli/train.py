@@ -21,11 +21,13 @@ from coarsegrad.config import (
     load_preset,
 )
 from coarsegrad.errors import ConfigError
+from coarsegrad.io.results import RunSummary
 from coarsegrad.training.loop import TrainConfig
 from coarsegrad.training.run import check_device, load_run_config, run_training
+from coarsegrad.validate import MAX_STEPS, optional_integer
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train one network and write a run record")
     p.add_argument("--out", default=None, help="run directory (default: runs/train-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -41,12 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise ConfigError("checkpoint_every", f"must be >= 0, got {args.checkpoint_every}")
+def resolve(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The validated configs of ``coarsegrad train ARGS`` (preset, then flags), and every
+    other flag checked; nothing is read but the preset, nothing is written."""
+    optional_integer("checkpoint_every", args.checkpoint_every, lo=0, hi=MAX_STEPS)
     check_device(args.device)
-    if args.resume is not None:
-        return _resume(args)
     preset = load_preset(args.config) if args.config else {}
     data = dataclass_from_flags(DataConfig, args, preset.get("data"))
     model = dataclass_from_flags(ModelConfig, args, preset.get("model"))
@@ -55,6 +56,15 @@ def run(args: argparse.Namespace) -> int:
         train_preset.pop("steps", None)
         train_preset.pop("epochs", None)
     train = dataclass_from_flags(TrainConfig, args, train_preset)
+    return data, model, train
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        optional_integer("checkpoint_every", args.checkpoint_every, lo=0, hi=MAX_STEPS)
+        check_device(args.device)
+        return _resume(args)
+    data, model, train = resolve(args)
     out = args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")
     summary = run_training(data, model, train, out, progress=not args.quiet,
                            checkpoint_every=args.checkpoint_every or 0, device=args.device)
@@ -75,7 +85,7 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(out: str, summary: dict) -> None:
-    test = "" if summary["test_acc"] is None else f" test_acc={summary['test_acc']:.4f}"
-    print(f"{out}: steps={summary['steps']} loss={summary['final_loss']:.4g} "
-          f"train_acc={summary['train_acc']:.4f}{test} perfect_step={summary['perfect_step']}")
+def _report(out: str, summary: RunSummary) -> None:
+    test = "" if summary.test_acc is None else f" test_acc={summary.test_acc:.4f}"
+    print(f"{out}: steps={summary.steps} loss={summary.final_loss:.4g} "
+          f"train_acc={summary.train_acc:.4f}{test} perfect_step={summary.perfect_step}")

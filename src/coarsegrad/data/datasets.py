@@ -77,7 +77,11 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list
     dirs: list[Path] = []
     if data_dir is not None:
         root = Path(data_dir).expanduser()
-        if not root.is_dir():
+        try:
+            is_dir = root.is_dir()
+        except (OSError, ValueError) as exc:
+            raise DataError(str(root), f"cannot be used as a data directory ({exc})") from None
+        if not is_dir:
             raise DataError(str(root), "data directory does not exist or is not a directory")
         dirs += [root] + [root / sub for sub in subdirs]
     env = os.environ.get(ENV_VAR)
@@ -90,8 +94,11 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list
 def dataset_file(folder: Path, stem: str) -> Path | None:
     """``folder/stem.gz`` (preferred: the form downloads verify) or ``folder/stem``, if a file."""
     for path in (folder / f"{stem}.gz", folder / stem):
-        if path.is_file():
-            return path
+        try:
+            if path.is_file():
+                return path
+        except OSError as exc:  # a folder that cannot be searched, a name too long
+            raise DataError(str(folder), f"cannot be searched ({exc.strerror or exc})") from None
     return None
 
 

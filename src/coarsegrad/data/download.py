@@ -16,8 +16,15 @@ Checksums (:data:`CHECKSUMS`, one :class:`FileSum` per file):
   therefore reports "unverifiable", and a recompressed one "mismatch".
 
 Decompressed checks read at most ``size + 1`` bytes. A download goes to a hidden
-temporary file in the destination folder, is verified, fsynced and only then renamed
-to its final name, so a partial or corrupt download never looks complete.
+temporary file ``.<stem>.gz.*.part`` in the destination folder, is verified, fsynced and
+only then renamed to its final name, so a partial or corrupt download never looks
+complete; the ``.part`` file is removed on any failure, and ``.part`` files left by a
+killed download are removed when the next download into that folder starts.
+
+Limits of one transfer: ``stall_timeout`` seconds without a byte (the socket timeout),
+``deadline`` seconds in all (checked after every read, so it is overrun by at most one
+``stall_timeout``), at most the expected size + 1 MiB; the ``Content-Length`` must be a
+non-negative integer; redirects are followed only to http:// or https:// URLs.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import http.client
 import os
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -41,6 +49,7 @@ from coarsegrad.data.datasets import FILE_STEMS, cache_dir, check_name, dataset_
 from coarsegrad.data.idx import GZIP_MAGIC, is_gzip
 from coarsegrad.errors import ConfigError
 from coarsegrad.io.progress import Progress
+from coarsegrad.validate import number
 
 _CHUNK = 1 << 20
 
@@ -141,9 +150,12 @@ def check_file(path: Path, expected: FileSum) -> FileCheck:
     md5 of the file itself if it is gzip (starts with 0x1f 0x8b), else ``unverifiable``."""
     path = Path(path)
     if expected.md5 is None and expected.sha256 is None:
-        if expected.gz_md5 is None or not is_gzip(path):
-            return FileCheck(path, "unverifiable", "no published checksum of this form of the file")
-        got = _file_md5(path)
+        try:
+            if expected.gz_md5 is None or not is_gzip(path):
+                return FileCheck(path, "unverifiable", "no published checksum of this form of the file")
+            got = _file_md5(path)
+        except OSError as exc:
+            return FileCheck(path, "mismatch", f"unreadable: {exc.strerror or exc}")
         ok = got == expected.gz_md5
         return FileCheck(path, "ok" if ok else "mismatch",
                          f"md5 of .gz {got}" + ("" if ok else f", expected {expected.gz_md5}"))
@@ -160,8 +172,8 @@ def check_file(path: Path, expected: FileSum) -> FileCheck:
     return FileCheck(path, "ok", f"decompressed md5 {md5}")
 
 
-def verify_dataset(name: str, data_dir: str | os.PathLike | None = None,
-                   folder: str | os.PathLike | None = None) -> list[FileCheck]:
+def verify_dataset(name: str, data_dir: str | os.PathLike[str] | None = None,
+                   folder: str | os.PathLike[str] | None = None) -> list[FileCheck]:
     """Check the four files of ``name`` (in ``folder``, or where it is found) against
     :data:`CHECKSUMS`; one :class:`FileCheck` per file, empty if not found."""
     check_name(name)
@@ -178,20 +190,48 @@ def verify_dataset(name: str, data_dir: str | os.PathLike | None = None,
     return results
 
 
-def _fetch(url: str, tmp: Path, limit: int, progress: bool, timeout: float) -> None:
-    """Stream ``url`` into ``tmp`` (at most ``limit`` bytes); DownloadError on failure."""
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an http:// or https:// URL."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not newurl.lower().startswith(("http://", "https://")):
+            raise DownloadError(f"{req.full_url}: redirect to {newurl!r} refused (only http:// and https://)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
+def _content_length(url: str, header: str | None, limit: int) -> int:
+    """The announced size (0 if none); DownloadError unless a non-negative integer <= limit."""
+    if header is None or not header.strip():
+        return 0
+    text = header.strip()
+    if not text.isdigit() or not text.isascii():
+        raise DownloadError(f"{url}: invalid Content-Length {header[:40]!r}")
+    total = int(text[:30]) if len(text) <= 30 else limit + 1
+    if total > limit:
+        raise DownloadError(f"{url}: server announces {text[:30]} bytes, more than {limit}")
+    return total
+
+
+def _fetch(url: str, tmp: Path, limit: int, progress: bool, stall_timeout: float, deadline: float) -> None:
+    """Stream ``url`` into ``tmp`` (at most ``limit`` bytes, ``deadline`` seconds in all,
+    ``stall_timeout`` seconds per read); DownloadError on failure."""
     bar: Progress | None = None
+    end = time.monotonic() + deadline
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            if total > limit:
-                raise DownloadError(f"{url}: server announces {total} bytes, more than {limit}")
+        with _OPENER.open(url, timeout=stall_timeout) as response, open(tmp, "wb") as out:
+            total = _content_length(url, response.headers.get("Content-Length"), limit)
             bar = Progress(total, url.rsplit("/", 1)[-1], enabled=progress and total > 0)
             received = 0
-            while chunk := response.read(_CHUNK):
+            while chunk := response.read1(_CHUNK):
                 received += len(chunk)
                 if received > limit:
                     raise DownloadError(f"{url}: more than {limit} bytes received; aborted")
+                if time.monotonic() > end:
+                    raise DownloadError(f"{url}: not finished within the deadline of {deadline:g} s "
+                                        f"({received} bytes received)")
                 out.write(chunk)
                 bar.update(len(chunk))
             if total and received != total:
@@ -204,7 +244,7 @@ def _fetch(url: str, tmp: Path, limit: int, progress: bool, timeout: float) -> N
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise DownloadError(f"{url}: {exc.reason}") from None
-    except (http.client.HTTPException, OSError) as exc:  # cut connection, timeout, disk full
+    except (http.client.HTTPException, OSError, ValueError) as exc:  # cut connection, timeout, disk full, bad URL
         raise DownloadError(f"{url}: transfer failed ({type(exc).__name__}: {exc})") from None
     finally:
         if bar is not None:
@@ -212,7 +252,7 @@ def _fetch(url: str, tmp: Path, limit: int, progress: bool, timeout: float) -> N
 
 
 def _download_file(bases: tuple[str, ...], stem: str, dest: Path, expected: FileSum,
-                   progress: bool, timeout: float) -> Path:
+                   progress: bool, stall_timeout: float, deadline: float) -> Path:
     """Fetch ``stem.gz`` from the first base URL whose copy verifies; temp file, rename."""
     final = dest / f"{stem}.gz"
     errors = []
@@ -223,7 +263,7 @@ def _download_file(bases: tuple[str, ...], stem: str, dest: Path, expected: File
             fd, name = tempfile.mkstemp(prefix=f".{stem}.gz.", suffix=".part", dir=dest)
             os.close(fd)
             tmp = Path(name)
-            _fetch(url, tmp, expected.size + (1 << 20), progress, timeout)
+            _fetch(url, tmp, expected.size + (1 << 20), progress, stall_timeout, deadline)
             check = check_file(tmp, expected)
             if check.status != "ok":
                 raise DownloadError(f"{url}: checksum mismatch ({check.detail}); file discarded")
@@ -239,10 +279,26 @@ def _download_file(bases: tuple[str, ...], stem: str, dest: Path, expected: File
     raise DownloadError("; ".join(errors))
 
 
-def download(name: str, dest: str | os.PathLike | None = None, base_url: str | None = None,
-             progress: bool = True, timeout: float = 60.0) -> Path:
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Remove the ``.<stem>.gz.*.part`` files a killed download left in ``folder``."""
+    removed = []
+    for stem in FILE_STEMS:
+        for part in folder.glob(f".{stem}.gz.*.part"):
+            try:
+                part.unlink()
+                removed.append(part)
+            except OSError:
+                pass
+    return removed
+
+
+def download(name: str, dest: str | os.PathLike[str] | None = None, base_url: str | None = None,
+             progress: bool = True, timeout: float = 60.0, deadline: float = 1800.0) -> Path:
     """Download the four .gz files of ``name`` into ``dest`` (default
     ``~/.cache/coarsegrad/<name>/``), verify each, and return the folder.
+
+    ``timeout``: the stall timeout, seconds without a byte; ``deadline``: seconds for one
+    file's transfer in all (see the module docstring).
 
     ``base_url`` replaces the official mirrors (:data:`MIRRORS`; tried in order). Files
     already present and verified are kept. Raises :class:`DownloadError` (network, HTTP,
@@ -250,8 +306,10 @@ def download(name: str, dest: str | os.PathLike | None = None, base_url: str | N
     :class:`ConfigError` for a bad name or URL.
     """
     check_name(name)
+    number("timeout", timeout, lo=0.0, lo_open=True)
+    number("deadline", deadline, lo=0.0, lo_open=True)
     if base_url is not None:
-        if not base_url.startswith(("http://", "https://")):
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConfigError("base_url", f"must start with http:// or https://, got {base_url!r}")
         bases: tuple[str, ...] = (base_url if base_url.endswith("/") else base_url + "/",)
     else:
@@ -261,12 +319,13 @@ def download(name: str, dest: str | os.PathLike | None = None, base_url: str | N
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"{folder}: cannot create ({exc.strerror or exc})") from None
+    remove_stale_parts(folder)
     for stem in FILE_STEMS:
         expected = CHECKSUMS[name][stem]
         present = folder / f"{stem}.gz"
         if present.is_file() and check_file(present, expected).status == "ok":
             continue
-        path = _download_file(bases, stem, folder, expected, progress, timeout)
+        path = _download_file(bases, stem, folder, expected, progress, timeout, deadline)
         if progress:
             sys.stderr.write(f"{path}: verified\n")
     return folder

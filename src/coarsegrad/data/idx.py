@@ -15,8 +15,10 @@ complete and uncorrupted; the magic number; the header's promise (header + paylo
 equals the (decompressed) size exactly: no truncation, no trailing bytes. Nothing is
 allocated from the header before it is checked: plain files are compared with their
 size on disk; gzip streams are decompressed in bounded chunks and stop as soon as
-they exceed the promise, and a promise above ``max_bytes`` is refused outright (a
-gzip bomb or a lying header cannot exhaust memory).
+they exceed the promise, and a promise above ``max_bytes`` (default 256 MiB) or of
+more than :data:`MAX_COUNT` (262,144) images or labels is refused outright, before
+anything is allocated or decompressed (a gzip bomb or a lying header cannot exhaust
+memory: decompression stops at the promise, and the promise is bounded).
 
 Reference: Y. LeCun et al., THE MNIST DATABASE, http://yann.lecun.com/exdb/mnist/.
 """
@@ -38,7 +40,8 @@ from coarsegrad.errors import DataError
 LABELS_MAGIC = 2049  # 0x00000801: uint8, 1 dimension
 IMAGES_MAGIC = 2051  # 0x00000803: uint8, 3 dimensions
 GZIP_MAGIC = b"\x1f\x8b"
-MAX_BYTES = 1 << 30  # largest payload accepted by default (1 GiB; MNIST train images: 47 MB)
+MAX_BYTES = 1 << 28  # largest payload accepted by default (256 MiB; MNIST train images: 47 MB)
+MAX_COUNT = 1 << 18  # most images (or labels) a header may declare: 262,144, 4.4× MNIST's 60,000
 _CHUNK = 1 << 20
 
 
@@ -87,6 +90,8 @@ def _parse_header(path: Path, head: bytes, magic: int) -> tuple[int, ...]:
     dims = struct.unpack(f">{ndim}I", head[4:4 + 4 * ndim])
     if dims[0] == 0:
         raise _fail(path, f"header promises 0 {kind}")
+    if dims[0] > MAX_COUNT:
+        raise _fail(path, f"header promises {dims[0]} {kind}, more than the limit of {MAX_COUNT} per file")
     return dims
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from coarsegrad.data.datasets import NUM_CLASSES, check_split, load_dataset, require_dataset
+from coarsegrad.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ def prepare_dataset(name: str, data_dir: str | os.PathLike | None = None,
     train_images, y_train = load_dataset(name, "train", source)
     test_images, y_test = load_dataset(name, "test", source)
     mean, std = pixel_mean_std(train_images)
+    if not std > 0:
+        raise DataError(f"{name} train images", f"all pixels are equal (std 0, every pixel {round(mean * 255)}); "
+                                                "cannot normalise by the pixel std: not a usable dataset")
     device = torch.device(device)
     return DatasetSplits(
         name=name,

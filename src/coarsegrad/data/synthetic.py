@@ -33,15 +33,14 @@ import torch
 
 from coarsegrad.config import SYNTHETIC_KINDS as KINDS
 from coarsegrad.errors import ConfigError
+from coarsegrad.validate import integer
 
 CLUSTER_NOISE = 0.25
 """Default ν: the within-cluster standard deviation per coordinate (centres have ~√s norm)."""
 
 
 def _check(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(name, f"must be an integer >= {minimum}, got {value!r}")
-    return value
+    return integer(name, value, lo=minimum)
 
 
 def random_orthogonal(dim: int, generator: torch.Generator | None = None) -> torch.Tensor:

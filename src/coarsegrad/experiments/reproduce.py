@@ -30,9 +30,9 @@ from coarsegrad.data.datasets import find_dataset, not_found_message
 from coarsegrad.errors import ConfigError
 from coarsegrad.experiments import report, synthetic_table
 from coarsegrad.experiments.mnist import ICLR2019_LENET5, float_init_path, mnist_trial
-from coarsegrad.experiments.pool import run_trials
 from coarsegrad.experiments.synthetic import BITS, STES, synthetic_trial
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
+from coarsegrad.parallel import run_trials
 
 EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory", "synthetic-table", "synthetic-units")
 FULL_EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory")

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from coarsegrad.errors import ConfigError
 from coarsegrad.export.integer import IntegerModel
-from coarsegrad.quant.autograd import staircase_codes
+from coarsegrad.quant.autograd import QuantReLU, staircase_codes
 
 U32 = 2.0 ** -24
 
@@ -51,7 +52,10 @@ def torch_outputs(model: nn.Module, x: np.ndarray | torch.Tensor) -> Outputs:
     """Run ``model`` in eval mode; z is the input of ``model.act``, c = staircase_codes(z)."""
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x
     seen: list[torch.Tensor] = []
-    hook = model.act.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach()))
+    act = model.act
+    if not isinstance(act, QuantReLU):
+        raise ConfigError("model", f"needs a QuantReLU activation, got {type(act).__name__}")
+    hook = act.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach()))
     was_training = model.training
     model.eval()
     try:
@@ -60,7 +64,7 @@ def torch_outputs(model: nn.Module, x: np.ndarray | torch.Tensor) -> Outputs:
         hook.remove()
         model.train(was_training)
     z = seen[0]
-    codes = staircase_codes(z, model.act.quant)
+    codes = staircase_codes(z, act.quant)
     return Outputs(z.numpy(), codes.numpy().astype(np.uint8), logits.numpy())
 
 

@@ -79,11 +79,16 @@ def _onnx_header(path: Path) -> dict[str, Any]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise DataError(str(path), f"not a valid ONNX file ({type(exc).__name__})") from None
-    props = {p.key: p.value for p in proto.metadata_props}
-    try:
-        return json.loads(props[HEADER_PROP]) if HEADER_PROP in props else {}
-    except json.JSONDecodeError:
-        raise DataError(str(path), f"ONNX metadata {HEADER_PROP!r} is not JSON") from None
+    try:  # protobuf hands out proto2 strings as they are; bytes that are not UTF-8 fail here
+        props = {str(p.key): str(p.value) for p in proto.metadata_props}
+        header = json.loads(props[HEADER_PROP]) if HEADER_PROP in props else {}
+    except (UnicodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        raise DataError(str(path), f"ONNX metadata {HEADER_PROP!r} is not UTF-8 JSON") from None
+    in_features = header.get("in_features") if isinstance(header, dict) else None
+    if not isinstance(header, dict) or not (in_features is None or (type(in_features) is int and in_features > 0)):
+        raise DataError(str(path), f"ONNX metadata {HEADER_PROP!r} is not a header (a JSON object, "
+                        "in_features a positive int)")
+    return header
 
 
 def load_artifact(path: str | Path) -> Artifact:

@@ -56,15 +56,22 @@ def load_integer(path: str | Path) -> tuple[IntegerModel, dict[str, Any]]:
         meta = json.loads(metadata[INTEGER_KEY])
         ok = isinstance(meta, dict) and meta.get("format") == INTEGER_KEY and meta.get("version") == VERSION
         int8 = ok and meta.get("weights") == "int8"
-    except json.JSONDecodeError as exc:
-        raise DataError(source, f"integer-model metadata is not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise DataError(source, f"integer-model metadata is not JSON ({type(exc).__name__})") from None
     if not ok:
         raise DataError(source, f"unsupported integer-model format (need {INTEGER_KEY} version {VERSION})")
+    if meta.get("weights") not in ("int8", "float32") or not isinstance(meta.get("header", {}), (dict, type(None))):
+        raise DataError(source, "integer-model metadata is malformed: 'weights' must be int8 or float32, 'header' an object")
+    for key, kind in (("bits", int), ("alpha", float), ("input_lo", float), ("input_step", float), ("input_zero", int)):
+        value = meta.get(key)
+        if not (value is None and key.startswith("input")) and not (
+                type(value) is kind or (kind is float and type(value) is int)):
+            raise DataError(source, f"integer-model metadata is malformed: {key!r} must be {kind.__name__}, got {value!r}")
     names = {"w1", "b1", "w2", "b2"} | ({"w1_scale"} if int8 else set())
     if set(tensors) != names:
         raise DataError(source, f"tensors {sorted(tensors)} are not {sorted(names)}")
-    arrays = {k: v.numpy() for k, v in tensors.items()}
     try:
+        arrays = {k: v.numpy() for k, v in tensors.items()}  # TypeError for bfloat16
         model = IntegerModel(
             bits=int(meta["bits"]), alpha=float(meta["alpha"]), w1=arrays["w1"], b1=arrays["b1"],
             w2=arrays["w2"], b2=arrays["b2"], w1_scale=arrays.get("w1_scale"),
@@ -74,6 +81,6 @@ def load_integer(path: str | Path) -> tuple[IntegerModel, dict[str, Any]]:
             source=str(meta.get("source", "")), rounding=str(meta.get("rounding", "ceil")))
     except InputError as exc:
         raise DataError(source, f"integer model is invalid ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (LookupError, TypeError, ValueError, ArithmeticError) as exc:
         raise DataError(source, f"integer-model metadata is malformed ({exc!r})") from None
     return model, meta

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from coarsegrad.errors import DataError
+from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.quant.staircase import check_bits
+from coarsegrad.validate import integer
 
 
 def packed_width(bits: int) -> int:
@@ -51,8 +52,10 @@ def unpack_codes(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim != 1:
         raise DataError("packed", f"must be a 1-D uint8 array, got {packed.dtype} {packed.shape}")
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-        raise DataError("count", f"must be an integer >= 0, got {count!r}")
+    try:
+        integer("count", int(count) if isinstance(count, np.integer) else count, lo=0)
+    except ConfigError as exc:
+        raise DataError("count", str(exc).split(": ", 1)[1]) from None
     if packed.size != packed_size(count, bits):
         raise DataError("packed", f"{packed.size} bytes do not hold {count} codes of {width} bits "
                         f"(expected {packed_size(count, bits)})")

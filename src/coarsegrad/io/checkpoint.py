@@ -28,8 +28,10 @@ from torch import nn
 from coarsegrad.config import ModelConfig
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.io import tensorfile
+from coarsegrad.io.records import remove_stale_temporaries
 from coarsegrad.models.build import build_model
 from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.spec import ActQuant
 
 HEADER_KEY = "coarsegrad.checkpoint"
@@ -79,6 +81,13 @@ def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[st
     return fields
 
 
+def _act(model: nn.Module) -> QuantReLU:
+    act = getattr(model, "act", None)
+    if not isinstance(act, QuantReLU):
+        raise ConfigError("model", f"needs a QuantReLU activation, got {type(act).__name__}")
+    return act
+
+
 def _quant_fields(quant: ActQuant) -> dict[str, Any]:
     """The spec as saved (``ActQuant.to_dict``), without the provenance of α."""
     return {k: v for k, v in quant.to_dict().items() if k != "alpha_rule"}
@@ -87,7 +96,8 @@ def _quant_fields(quant: ActQuant) -> dict[str, Any]:
 def _normalization(value: object) -> dict[str, Any] | None:
     if value is None:
         return None
-    mean, std = (value["mean"], value["std"]) if isinstance(value, Mapping) else value  # type: ignore[misc]
+    pair: Any = (value["mean"], value["std"]) if isinstance(value, Mapping) else value
+    mean, std = pair
     out = {}
     for name, v in (("mean", mean), ("std", std)):
         values = [float(t) for t in (v if isinstance(v, (list, tuple)) else [v])]
@@ -115,7 +125,7 @@ def save_checkpoint(
     """
     arch, in_features, num_classes = _model_sizes(model)
     fields = _model_config(config, arch)
-    act = model.act
+    act = _act(model)
     quant = _quant_fields(act.quant)
     if fields["model"] != arch or _quant_fields(ModelConfig(**fields).act_quant()) != quant:
         raise ConfigError("config", f"does not describe the model ({fields['model']}, bits={fields['bits']}, "
@@ -137,6 +147,7 @@ def save_checkpoint(
         meta = json.dumps(header, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ConfigError("extra", f"must be JSON-serialisable ({exc})") from None
+    remove_stale_temporaries(Path(path).parent, Path(path).name)  # left by an interrupted save
     tensorfile.save(path, state, {HEADER_KEY: meta})
     return header
 
@@ -165,12 +176,71 @@ def _header_from_run(metadata: Mapping[str, str], tensors: Mapping[str, torch.Te
             raise DataError(source, f"checkpoints support {' and '.join(_SIZE_TENSORS)} models, not {arch!r}")
         first, last = _SIZE_TENSORS[arch]
         in_features, num_classes = int(tensors[first].shape[1]), int(tensors[last].shape[0])
-    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+    except (LookupError, TypeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise DataError(source, f"run model file has an unusable config or tensors ({exc!r})") from None
     return {"format": "coarsegrad.run", "architecture": arch, "in_features": in_features,
             "num_classes": num_classes, "model": fields, "bits": fields.get("bits"),
             "alpha": fields.get("alpha"), "ste": fields.get("ste"), "normalization": None,
             "run": str(Path(source).parent), "run_config": run_config, "extra": {}}
+
+
+MAX_SIZE = 1 << 24  # bound on in_features, num_classes, hidden, units_per_class a header may state
+
+
+def _size(value: object, name: str, source: str) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_SIZE:  # type() excludes bool and float
+        raise DataError(source, f"checkpoint header does not describe a model: {name} must be an int "
+                        f"in 1..{MAX_SIZE}, got {value!r}")
+    return value
+
+
+def _implied_shapes(arch: str, fields: Mapping[str, Any], in_features: int, num_classes: int,
+                    source: str) -> dict[str, list[int]]:
+    """The shapes of the size-carrying weights that the header's sizes imply (checked before building)."""
+    if arch == "mlp":
+        hidden = _size(fields.get("hidden", ModelConfig.hidden), "model.hidden", source)
+        return {"fc1.weight": [hidden, in_features], "fc2.weight": [num_classes, hidden]}
+    units = _size(fields.get("units_per_class", ModelConfig.units_per_class), "model.units_per_class", source)
+    return {"W": [units * num_classes, in_features], "V": [num_classes, units * num_classes]}
+
+
+def _check_header(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Types, ranges and the shapes of the tensors present, BEFORE any model is built.
+
+    After this, building the model allocates no more than the file's own weights hold
+    (the size-carrying weights have the header's shapes; the rest are vectors of those
+    sizes), so a header cannot make the loader allocate more than the file plus O(sizes).
+    """
+    arch, fields = header.get("architecture"), header.get("model")
+    if not isinstance(arch, str) or arch not in _SIZE_TENSORS:
+        raise DataError(source, f"checkpoint header does not describe a model: architecture {arch!r} "
+                        f"is not one of {sorted(_SIZE_TENSORS)}")
+    if not isinstance(fields, dict) or fields.get("model") != arch:
+        raise DataError(source, "checkpoint header does not describe a model: 'model' must be a dict "
+                        "whose 'model' is the architecture")
+    in_features = _size(header.get("in_features"), "in_features", source)
+    num_classes = _size(header.get("num_classes"), "num_classes", source)
+    for name, shape in _implied_shapes(arch, fields, in_features, num_classes, source).items():
+        if name not in tensors or list(tensors[name].shape) != shape:
+            found = list(tensors[name].shape) if name in tensors else "missing"
+            raise DataError(source, f"tensor {name!r} is {found}, the header implies {shape}")
+    for name, kind in (("run", str), ("run_config", dict), ("extra", dict)):
+        if not isinstance(header.get(name), (kind, type(None))):
+            raise DataError(source, f"checkpoint header field {name!r} must be a {kind.__name__} or null")
+    try:
+        _normalization(header.get("normalization"))
+    except (LookupError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise DataError(source, f"checkpoint header field 'normalization' is unusable ({exc})") from None
+    if header.get("format") == HEADER_KEY:
+        listed = header.get("tensors")
+        if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
+            raise DataError(source, "checkpoint header's tensor list is not a dict of dicts")
+        actual = {k: (_dtype_name(v), list(v.shape)) for k, v in tensors.items()}
+        listed = {k: (v.get("dtype"), v.get("shape")) for k, v in listed.items()}
+        differ = [f"{k}: {actual.get(k, 'missing')} (listed: {listed.get(k, 'unexpected')})"
+                  for k in sorted(set(listed) | set(actual)) if listed.get(k) != actual.get(k)]
+        if differ:
+            raise DataError(source, f"tensors differ from the list in the checkpoint header: {'; '.join(differ)}")
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -184,7 +254,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if HEADER_KEY in metadata:
         try:
             header = json.loads(metadata[HEADER_KEY])
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             raise DataError(source, f"corrupt checkpoint header ({exc})") from None
         if not isinstance(header, dict) or header.get("format") != HEADER_KEY:
             raise DataError(source, "checkpoint header has no 'format': coarsegrad.checkpoint")
@@ -194,6 +264,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         header = _header_from_run(metadata, tensors, source)
     else:
         raise DataError(source, "not a coarsegrad checkpoint (no header in the safetensors metadata)")
+    _check_header(header, tensors, source)
     try:
         fields = dict(header["model"])
         in_features, num_classes = int(header["in_features"]), int(header["num_classes"])
@@ -201,17 +272,13 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             header[k] == fields.get(k) for k in ("bits", "alpha", "ste"))
         model = _build(fields, in_features, num_classes)
         if "quant" in header:  # the spec saved whole (files before it carry bits/alpha/ste only)
-            consistent = consistent and header["quant"] == _quant_fields(model.act.quant)
-    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
-        raise DataError(source, f"checkpoint header does not describe a model ({exc})") from None
+            consistent = consistent and header["quant"] == _quant_fields(_act(model).quant)
+    except (LookupError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:  # ConfigError is a ValueError
+        raise DataError(source, f"checkpoint header does not describe a model ({exc!r})") from None
     if not consistent:
         raise DataError(source, "checkpoint header is inconsistent (architecture/bits/alpha/ste)")
     _check_tensors(tensors, model.state_dict(), source)
     if header["format"] == HEADER_KEY:
-        listed = {k: (v.get("dtype"), v.get("shape")) for k, v in header.get("tensors", {}).items()}
-        actual = {k: (_dtype_name(v), list(v.shape)) for k, v in tensors.items()}
-        if listed != actual:
-            raise DataError(source, "tensors differ from the list in the checkpoint header")
         if header.get("sha256") != _digest(header, tensors):
             raise DataError(source, "SHA-256 digest mismatch: the file was modified or corrupted")
     model.load_state_dict(tensors, strict=True)

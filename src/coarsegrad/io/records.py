@@ -7,6 +7,7 @@ JSON object per logged step) and its artefacts.
 
 from __future__ import annotations
 
+import glob
 import importlib.metadata
 import json
 import os
@@ -18,6 +19,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from coarsegrad.errors import ConfigError
+
+
+def make_dir(path: str | os.PathLike[str], field: str = "out") -> Path:
+    """Create the folder ``path`` (and its parents) if needed and return it; any OS
+    problem (a file in the way, no permission, a read-only or special file system, a
+    name too long) is a ``ConfigError(field)`` naming the path."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(folder))
+    except (OSError, ValueError) as exc:
+        what = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(field, f"cannot use {str(folder)[:200]} as a folder ({what})") from None
+    return folder
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -36,6 +54,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Delete the temporaries an interrupted :func:`atomic_write_bytes` left in ``folder``:
+    ``.<name>.*.tmp`` for the file ``name``, or every ``.*.tmp`` if ``name`` is None.
+
+    Call it where one writer owns the folder or the file (a run directory at the start of
+    a run; a checkpoint path before writing it): a write in progress by another process
+    would lose its temporary. Returns the removed paths.
+    """
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in sorted(folder.glob(".*.tmp" if name is None else f".{glob.escape(name)}.*.tmp")):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -6,11 +6,34 @@ import torch
 from torch import nn
 
 from coarsegrad.config import ModelConfig
+from coarsegrad.errors import ConfigError
 from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
+from coarsegrad.validate import MAX_ELEMENTS
+
+LENET_FEATURES = 28 * 28
+
+
+def check_size(config: ModelConfig, in_features: int, num_classes: int) -> int:
+    """The number of weights of the first layers ``config`` asks for on this data, if at
+    most :data:`~coarsegrad.validate.MAX_ELEMENTS`; else ``ConfigError`` naming the field
+    (checked before anything is allocated). LeNet-5 needs 28×28 images."""
+    if config.model == "lenet5":
+        if in_features != LENET_FEATURES:
+            raise ConfigError("model", f"lenet5 takes 28×28 images ({LENET_FEATURES} features); this data has "
+                                       f"{in_features} features: use two_layer or mlp, or an image dataset")
+        return 0
+    field, width = (("units_per_class", num_classes * config.units_per_class) if config.model == "two_layer"
+                    else ("hidden", config.hidden))
+    weights = width * (in_features + num_classes)
+    if weights > MAX_ELEMENTS:
+        raise ConfigError(field, f"the network would have {weights} weights on {in_features} features and "
+                                 f"{num_classes} classes, more than the limit of {MAX_ELEMENTS}")
+    return weights
 
 
 def build_model(config: ModelConfig, in_features: int, num_classes: int, seed: int) -> nn.Module:
-    """The network named by ``config``, initialised from ``seed``."""
+    """The network named by ``config``, initialised from ``seed`` (size checked by :func:`check_size`)."""
+    check_size(config, in_features, num_classes)
     generator = torch.Generator().manual_seed(seed)
     quant = config.act_quant()
     if config.model == "lenet5":

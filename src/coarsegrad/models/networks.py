@@ -28,6 +28,7 @@ from coarsegrad.errors import ConfigError
 from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.spec import ActQuant, as_quant
 from coarsegrad.quant.ste import STE
+from coarsegrad.validate import integer, number
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,7 @@ def _model_quant(quant: ActQuant | None, bits: int, alpha: float | None, ste: st
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(name, f"must be a positive integer, got {value!r}")
-    return value
+    return integer(name, value, lo=1)
 
 
 def init_linear(layer: nn.Linear, generator: torch.Generator | None) -> nn.Linear:
@@ -108,8 +107,7 @@ class TwoLayerNet(nn.Module):
         self.units_per_class = _positive_int("units_per_class", units_per_class)
         if second_layer not in ("fixed", "trained"):
             raise ConfigError("second_layer", f"must be 'fixed' or 'trained', got {second_layer!r}")
-        if not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale) and init_scale > 0):
-            raise ConfigError("init_scale", f"must be a finite number > 0, got {init_scale!r}")
+        number("init_scale", init_scale, lo=0.0, lo_open=True)
         self.second_layer = second_layer
         hidden = num_classes * units_per_class
         w = torch.randn(hidden, in_features, generator=generator) * (init_scale / math.sqrt(in_features))

@@ -19,10 +19,10 @@ Three exact paths for c, the first that applies:
   1. u = clip(h, t_0, t⁺) with t⁺ the float just above t_{L−1}: u > t_j ⇔ h > t_j for
      every j ≤ L−1, and now t_0 ≤ u < t_L.
   2. c₀ = ⌈fl(u/α) − o⌉ ∈ [0, L] is within one of c (|fl(t_j/α) − (j + o)| ≤ 2^{−23}·(j + 1)).
-  3. c₁ = c₀ − 1{t_{c₀−1} ≥ u} (never fires at c₀ = 0: t_{−1} = (o − 1)α < t_0 ≤ u... for
-     floor t_{−1} = 0 < α = t_0); c = c₁ + 1{t_{c₁} < u} (never fires at c₁ = L: t_L > u).
-     At most one fires; together they take c₀ ∈ {c−1, c, c+1} to c. t_k is made as
-     ``(k + o) * α``, the product that defines :meth:`ActQuant.threshold`.
+  3. c₁ = c₀ − 1{t_{c₀−1} ≥ u} (never fires at c₀ = 0: t_{−1} = fl((o − 1)α) < t_0 ≤ u);
+     c = c₁ + 1{t_{c₁} < u} (never fires at c₁ = L: t_L > u). At most one fires;
+     together they take c₀ ∈ {c−1, c, c+1} to c. t_k is made as ``(k + o) * α``, the
+     product that defines :meth:`ActQuant.threshold`.
 
 Backward is derived from the STE's pieces (:meth:`STE.unit_interval`), never from its
 name: μ′ = 1 everywhere: dh = dσ; μ′ = 1{x > 0}: ``threshold_backward(dσ, h, 0)`` (when

@@ -30,6 +30,7 @@ from coarsegrad.quant.staircase import (
     check_alpha,
     check_bits,
     check_rounding,
+    num_levels,
     optimal_alpha,
 )
 from coarsegrad.quant.ste import BUILTIN_STES, STE, get_ste
@@ -80,7 +81,7 @@ class ActQuant:
     @property
     def levels(self) -> int:
         """Largest code L = 2^b − 1."""
-        return (1 << self.bits) - 1
+        return num_levels(self.bits)
 
     @property
     def q_max(self) -> float:

@@ -18,6 +18,7 @@ import math
 from typing import Literal
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.validate import integer, number
 
 MAX_BITS = 8
 Rounding = Literal["ceil", "nearest", "floor"]
@@ -27,21 +28,33 @@ ROUNDING_OFFSET: dict[str, float] = {"ceil": 0.0, "nearest": 0.5, "floor": 1.0}
 
 def check_bits(bits: object) -> int:
     """Return ``bits`` if it is an int in 1..8, else raise ``ConfigError('bits')``."""
-    if isinstance(bits, bool) or not isinstance(bits, int):
-        raise ConfigError("bits", f"must be an integer in 1..{MAX_BITS}, got {bits!r}")
-    if not 1 <= bits <= MAX_BITS:
-        raise ConfigError("bits", f"must be in 1..{MAX_BITS}, got {bits}")
-    return bits
+    return integer("bits", bits, lo=1, hi=MAX_BITS)
 
 
 def check_alpha(alpha: object) -> float:
     """Return ``alpha`` as a float if it is finite and > 0, else raise ``ConfigError('alpha')``."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise ConfigError("alpha", f"must be a finite number > 0, got {alpha!r}")
-    value = float(alpha)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ConfigError("alpha", f"must be a finite number > 0, got {alpha!r}")
+    return number("alpha", alpha, lo=0.0, lo_open=True)
+
+
+F32_TINY = 2.0**-126  # smallest normal float32
+F32_MAX = (2.0 - 2.0**-23) * 2.0**127  # largest finite float32
+
+
+def check_alpha_range(bits: int, alpha: object) -> float:
+    """``alpha`` if α and q_max = (2^b − 1)α are finite normal float32 numbers
+    (2^−126 ≤ α ≤ max/(2^b − 1)), the dtype of training; else ``ConfigError('alpha')``
+    stating the range for ``bits``."""
+    value = check_alpha(alpha)
+    top = F32_MAX / ((1 << check_bits(bits)) - 1)
+    if not F32_TINY <= value <= top:
+        raise ConfigError("alpha", f"must be in [{F32_TINY:.6g}, {top:.6g}] for bits={bits}, so that α and "
+                                   f"(2^b − 1)·α are finite normal float32 numbers; got {value!r}")
     return value
+
+
+def num_levels(bits: int) -> int:
+    """Largest code L = 2^b − 1 (read it from :attr:`coarsegrad.ActQuant.levels`)."""
+    return (1 << check_bits(bits)) - 1
 
 
 def check_rounding(rounding: object) -> Rounding:
@@ -80,7 +93,7 @@ def half_gaussian_mse(alpha: float, bits: int, rounding: Rounding = "nearest") -
     Gaussian second moment about kα in closed form through Φ and φ (2φ: the half
     Gaussian density on [0, ∞)). ``nearest`` is Lloyd's uniform quantizer.
     """
-    levels = (1 << check_bits(bits)) - 1
+    levels = num_levels(bits)
     alpha = check_alpha(alpha)
     offset = ROUNDING_OFFSET[check_rounding(rounding)]
     total = 0.0
@@ -107,7 +120,7 @@ def optimal_alpha(bits: int, rounding: Rounding = "nearest") -> float:
 
 @functools.lru_cache(maxsize=None)
 def _optimal_alpha(bits: int, rounding: Rounding) -> float:
-    levels = (1 << bits) - 1
+    levels = num_levels(bits)
     # The optimum lies well inside (0, 6/L]: the top level never needs to pass 6σ.
     hi_bound = 6.0 / levels
     grid = [hi_bound * (i + 1) / 400 for i in range(400)]

@@ -6,8 +6,9 @@ Both backends call ``tracker.started(id)`` when a trial is handed to a worker an
 that it is a ``failed`` result. A trial that fails inside the worker (bad config, any
 exception) is a ``failed`` result at once: it would fail again.
 
-``local``: a ``ProcessPoolExecutor`` (one torch thread per worker) with at most
-``workers`` trials in flight. When a worker dies the pool breaks (``BrokenProcessPool``)
+``local``: a :func:`coarsegrad.parallel.process_pool` (one torch thread per worker;
+workers die with the driver and do not hold the sweep lock) with at most ``workers``
+trials in flight. When a worker dies the pool breaks (``BrokenProcessPool``)
 and every trial in flight is lost with it; the pool is recreated and those trials count
 one attempt each and are run again.
 
@@ -27,14 +28,13 @@ from __future__ import annotations
 import os
 import secrets
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
 from coarsegrad.errors import ConfigError
+from coarsegrad.parallel import default_workers, process_pool
 from coarsegrad.sweep.trial import failed_record, run_trial
 
 
@@ -46,16 +46,12 @@ class Tracker(Protocol):
     def finished(self, record: dict[str, Any]) -> None: ...
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-
-
 def _give_up(trial: dict, trials_dir: str, attempts: int, why: str) -> dict[str, Any]:
     return failed_record(trial, Path(trials_dir) / trial["id"], f"worker died {attempts} time(s): {why}", attempts)
 
 
 def _run_pool(pending: deque, trials_dir: str, checkpoint_every: int, workers: int,
-              attempts: dict[str, int], tracker: Tracker) -> list[dict]:
+              attempts: dict[str, int], tracker: Tracker, close_fds: tuple[int, ...] = ()) -> list[dict]:
     """Run from ``pending`` until it is empty or the pool breaks; returns the trials lost."""
     inflight: dict[Future, dict] = {}
     lost: list[dict] = []
@@ -72,7 +68,7 @@ def _run_pool(pending: deque, trials_dir: str, checkpoint_every: int, workers: i
             tracker.finished(record)
 
     broken = False
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+    with process_pool(workers, close_fds) as pool:
         try:
             while (pending or inflight) and not (lost or broken):
                 while pending and len(inflight) < workers:
@@ -95,12 +91,14 @@ def _run_pool(pending: deque, trials_dir: str, checkpoint_every: int, workers: i
 
 
 def run_local(trials: list[dict], trials_dir: str, checkpoint_every: int, tracker: Tracker,
-              workers: int | None = None, max_attempts: int = 3) -> None:
-    """Run ``trials`` in a process pool of ``workers`` (default: all cores)."""
-    workers = workers or os.cpu_count() or 1
-    pending, attempts = deque(trials), {}
+              workers: int | None = None, max_attempts: int = 3, close_fds: tuple[int, ...] = ()) -> None:
+    """Run ``trials`` in a process pool of ``workers`` (default: all cores); the workers
+    close ``close_fds`` (descriptors only the driver may hold)."""
+    workers = default_workers(workers)
+    pending: deque[dict[str, Any]] = deque(trials)
+    attempts: dict[str, int] = {}
     while pending:
-        for trial in _run_pool(pending, trials_dir, checkpoint_every, workers, attempts, tracker):
+        for trial in _run_pool(pending, trials_dir, checkpoint_every, workers, attempts, tracker, close_fds):
             attempts[trial["id"]] = attempts.get(trial["id"], 0) + 1
             if attempts[trial["id"]] < max_attempts:
                 pending.append(trial)
@@ -144,7 +142,9 @@ def run_ray(trials: list[dict], trials_dir: str, checkpoint_every: int, tracker:
                        ray.exceptions.ObjectLostError, ray.exceptions.OutOfMemoryError,
                        ray.exceptions.TaskUnschedulableError, ray.exceptions.RaySystemError)
     remote = ray.remote(num_cpus=1, max_retries=0)(run_trial)
-    pending, attempts, inflight = deque(trials), {}, {}
+    pending: deque[dict[str, Any]] = deque(trials)
+    attempts: dict[str, int] = {}
+    inflight: dict[Any, dict[str, Any]] = {}
     try:
         while pending or inflight:
             limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))

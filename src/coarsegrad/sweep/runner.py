@@ -26,7 +26,8 @@ from coarsegrad.io.progress import Progress
 from coarsegrad.io.records import atomic_write_json
 from coarsegrad.sweep.backends import run_local, run_ray
 from coarsegrad.sweep.spec import SweepSpec
-from coarsegrad.sweep.store import TRIALS_FILE, append_record, exclusive_sweep, latest_records
+from coarsegrad.sweep.store import TRIALS_FILE, append_record, exclusive_sweep, latest_trials
+from coarsegrad.validate import MAX_WORKERS, integer, optional_integer
 
 BACKENDS = ("local", "ray")
 
@@ -67,13 +68,13 @@ class _Tracker:
 
 def pending_trials(spec: SweepSpec, out: Path) -> tuple[list[dict[str, Any]], int]:
     """(trials of ``spec`` still to run as dicts, number already ``ok`` in ``out``)."""
-    done = latest_records(out / TRIALS_FILE)
+    done = latest_trials(out / TRIALS_FILE)
     todo, skipped = [], 0
     for trial in spec.trials():
         as_dict = json.loads(json.dumps(dataclasses.asdict(trial)))
         previous = done.get(trial.id)
-        if previous is not None and previous.get("status") == "ok":
-            if previous.get("config") != as_dict["config"]:
+        if previous is not None and previous.status == "ok":
+            if previous.config != as_dict["config"]:
                 raise ConfigError("out", f"{out} holds a result for {trial.id} with another config; "
                                   "use a new --out for a changed spec")
             skipped += 1
@@ -91,14 +92,12 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ConfigError("workers", f"must be a positive integer, got {workers!r}")
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigError("max_retries", f"must be an integer >= 0, got {max_retries!r}")
+    optional_integer("workers", workers, lo=1, hi=MAX_WORKERS)
+    integer("max_retries", max_retries, lo=0, hi=1000)
     if ray_address is not None and backend != "ray":
         raise ConfigError("ray_address", "needs --backend ray")
     out = Path(out).resolve()  # workers may run in another directory
-    with exclusive_sweep(out):
+    with exclusive_sweep(out) as lock_fd:
         todo, skipped = pending_trials(spec, out)
         atomic_write_json(out / "sweep.json", {**spec.as_dict(), "backend": backend, "ray_address": ray_address,
                                                "workers": workers, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -106,7 +105,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
         started = time.perf_counter()
         trials_dir = str(out / "trials")
         if todo and backend == "local":
-            run_local(todo, trials_dir, spec.checkpoint_every, tracker, workers, max_retries + 1)
+            run_local(todo, trials_dir, spec.checkpoint_every, tracker, workers, max_retries + 1, (lock_fd,))
         elif todo:
             run_ray(todo, trials_dir, spec.checkpoint_every, tracker, workers, max_retries + 1, ray_address)
         tracker.bar.close()

@@ -17,34 +17,37 @@ A spec (see ``docs/sweeps.md``)::
 
 The trials are the Cartesian product of the axes (in file order) × seeds (innermost).
 Trial id = ``<field>-<value>_…_seed-<s>``, so adding values to an axis keeps the ids (and
-the finished results) of the old trials. Structural mistakes raise :class:`ConfigError`;
-a value a config rejects (``lr = -1``) becomes a failed trial, not a failed sweep.
+the finished results) of the old trials. The whole spec is checked when it is read,
+before any trial runs (:class:`ConfigError` naming the key): only known keys and fields,
+every value of the type its config field declares (``lr`` a finite number, ``batchnorm``
+true or false, …), no dates, nesting at most :data:`~coarsegrad.validate.MAX_DEPTH`
+deep, at most :data:`MAX_TRIALS` trials. A well-typed value a config rejects for its
+range (``lr = -1``) becomes a failed trial, not a failed sweep.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
-import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from coarsegrad.config import DataConfig, ModelConfig, load_preset
+from coarsegrad import validate as v
+from coarsegrad.config import DataConfig, ModelConfig, load_preset, read_toml
 from coarsegrad.errors import ConfigError
 from coarsegrad.training.loop import TrainConfig
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 FIELDS = {f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+HINTS = {name: typing.get_type_hints(SECTIONS[section])[name] for name, section in FIELDS.items()}
 TOP_LEVEL = {"base", "seeds", "checkpoint_every", "description", "axes", *SECTIONS}
+MAX_TRIALS = 100_000  # per spec (axis values × seeds)
 Value = int | float | str | bool
 
 
@@ -79,7 +82,8 @@ class SweepSpec:
 
     def trials(self) -> list[Trial]:
         """Every (axis values × seed) combination, seeds innermost; ids checked unique."""
-        trials, seen = [], {}
+        trials: list[Trial] = []
+        seen: dict[str, dict[str, Value]] = {}
         for combo in itertools.product(*(axis.values for axis in self.axes)):
             config = {section: dict(values) for section, values in self.base.items()}
             for axis, value in zip(self.axes, combo, strict=False):
@@ -114,29 +118,32 @@ def _clean_float(value: float) -> float:
     return float(f"{value:.12g}")  # 10**-0.5 → 0.316227766017, not 0.31622776601683794
 
 
-def _axis_values(name: str, spec: object) -> tuple[Value, ...]:
-    """A list as is, or a range table: {start, stop, num} or {log_start, log_stop, num}."""
+def _axis_values(name: str, field: str, spec: object) -> tuple[Value, ...]:
+    """A list as is, or a range table: {start, stop, num} or {log_start, log_stop, num};
+    every value of the type ``field`` declares."""
     if isinstance(spec, list):
         if not spec:
             raise ConfigError(f"axes.{name}", "needs at least one value")
-        for v in spec:
-            if not isinstance(v, (int, float, str, bool)):
-                raise ConfigError(f"axes.{name}", f"values must be numbers, strings or booleans, got {v!r}")
+        if len(spec) > MAX_TRIALS:
+            raise ConfigError(f"axes.{name}", f"has {len(spec)} values, more than {MAX_TRIALS}")
+        for value in spec:
+            v.field_value(f"axes.{name}", value, HINTS[field])
         return tuple(spec)
     if not isinstance(spec, dict):
         raise ConfigError(f"axes.{name}", f"must be a list or a range table, got {spec!r}")
     keys = set(spec)
     if keys not in ({"start", "stop", "num"}, {"log_start", "log_stop", "num"}):
         raise ConfigError(f"axes.{name}", f"a range needs start/stop/num or log_start/log_stop/num, got {sorted(keys)}")
-    num = spec["num"]
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ConfigError(f"axes.{name}", f"num must be a positive integer, got {num!r}")
+    num = v.integer(f"axes.{name}", spec["num"], lo=1, hi=MAX_TRIALS)
     lo, hi = (spec["start"], spec["stop"]) if "start" in spec else (spec["log_start"], spec["log_stop"])
-    for v in (lo, hi):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
-            raise ConfigError(f"axes.{name}", f"range ends must be finite numbers, got {v!r}")
+    bound = math.inf if "start" in spec else 300.0  # 10**300 is still a float
+    for end in (lo, hi):
+        v.number(f"axes.{name}", end, lo=-bound, hi=bound)
     points = np.linspace(lo, hi, num) if "start" in spec else 10.0 ** np.linspace(lo, hi, num)
-    return tuple(_clean_float(float(v)) for v in points)
+    values = tuple(_clean_float(float(x)) for x in points)
+    for value in values:
+        v.field_value(f"axes.{name}", value, HINTS[field])
+    return values
 
 
 def _axis(name: object, spec: object) -> Axis:
@@ -147,20 +154,23 @@ def _axis(name: object, spec: object) -> Axis:
         raise ConfigError(f"axes.{name}", f"is not a config field; valid: {', '.join(sorted(FIELDS))}")
     if field == "seed":
         raise ConfigError("axes.seed", "use the top-level 'seeds' key")
-    return Axis(FIELDS[field], field, _axis_values(name, spec))
+    return Axis(FIELDS[field], field, _axis_values(name, field, spec))
 
 
 def _seeds(value: object) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                  for s in value) and len(set(value)) == len(value):
-        return list(value)
-    raise ConfigError("seeds", f"must be a positive integer n or a list of distinct integers >= 0, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return list(range(v.integer("seeds", value, lo=1, hi=MAX_TRIALS)))
+    if isinstance(value, list) and value and len(value) <= MAX_TRIALS:
+        seeds = [v.integer("seeds", s, lo=0, hi=v.MAX_SEED) for s in value]
+        if len(set(seeds)) == len(seeds):
+            return seeds
+    raise ConfigError("seeds", f"must be an integer n in 1..{MAX_TRIALS} or a list of distinct integers "
+                               f"in 0..{v.MAX_SEED}, got {value!r}")
 
 
 def parse_spec(spec: dict[str, Any], source: str = "<inline>", root: Path | None = None) -> SweepSpec:
     """Build a :class:`SweepSpec` from a TOML-like dict (``root``: folder for a relative ``base``)."""
+    v.plain("spec", v.table("spec", spec))
     unknown = set(spec) - TOP_LEVEL
     if unknown:
         raise ConfigError("spec", f"{source}: unknown key(s) {sorted(unknown)}; valid: {', '.join(sorted(TOP_LEVEL))}")
@@ -170,14 +180,16 @@ def parse_spec(spec: dict[str, Any], source: str = "<inline>", root: Path | None
         if not isinstance(name, str):
             raise ConfigError("base", f"must be a preset name or a TOML file, got {name!r}")
         local = (root or Path.cwd()) / name
-        base = load_preset(str(local) if local.is_file() else name)
+        try:
+            is_file = local.is_file()
+        except (OSError, ValueError):
+            is_file = False
+        base = load_preset(str(local) if is_file else name)
+        v.fields("train", base["train"], TrainConfig)
+    if "description" in spec:
+        v.string("description", spec["description"])
     for section, cls in SECTIONS.items():
-        table = spec.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(section, f"must be a table, got {table!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(table) - names:
-            raise ConfigError(f"{section}.{sorted(set(table) - names)[0]}", f"is not a field of {cls.__name__}")
+        table = v.fields(section, spec.get(section, {}), cls)
         if section == "train" and {"steps", "epochs"} & set(table):  # an inline budget replaces the base's
             base[section].pop("steps", None)
             base[section].pop("epochs", None)
@@ -188,19 +200,21 @@ def parse_spec(spec: dict[str, Any], source: str = "<inline>", root: Path | None
     axes = [_axis(name, values) for name, values in axes_table.items()]
     if len({a.field for a in axes}) != len(axes):
         raise ConfigError("axes", "an axis is given twice")
-    checkpoint_every = spec.get("checkpoint_every", 0)
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
-        raise ConfigError("checkpoint_every", f"must be an integer >= 0, got {checkpoint_every!r}")
-    return SweepSpec(base, axes, _seeds(spec.get("seeds", 1)), checkpoint_every, source)
+    checkpoint_every = v.integer("checkpoint_every", spec.get("checkpoint_every", 0), lo=0, hi=v.MAX_STEPS)
+    seeds = _seeds(spec.get("seeds", 1))
+    count = len(seeds) * math.prod(len(axis.values) for axis in axes)
+    if count > MAX_TRIALS:
+        raise ConfigError("axes", f"the spec has {count} trials (axis values × seeds), more than {MAX_TRIALS}")
+    return SweepSpec(base, axes, seeds, checkpoint_every, source)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and parse a spec file (:class:`ConfigError` naming the problem if it is bad)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("spec", f"no such file: {path}")
     try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("spec", f"{path} is not valid TOML ({exc})") from None
-    return parse_spec(spec, str(path), path.parent)
+        is_file = path.is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if not is_file:
+        raise ConfigError("spec", f"no such file: {str(path)[:200]}")
+    return parse_spec(read_toml(path, "spec"), str(path), path.parent)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.io.records import make_dir
+from coarsegrad.io.results import TrialRecord
 
 TRIALS_FILE = "trials.jsonl"
 LOCK_FILE = ".sweep.lock"
@@ -63,16 +65,27 @@ def latest_records(path: str | Path) -> dict[str, dict[str, Any]]:
     return {record["id"]: record for record in read_records(path)}
 
 
+def latest_trials(path: str | Path) -> dict[str, TrialRecord]:
+    """:func:`latest_records` checked as :class:`TrialRecord` s (DataError naming the file if one is not)."""
+    return {key: TrialRecord.from_dict(record, str(path)) for key, record in latest_records(path).items()}
+
+
 @contextmanager
-def exclusive_sweep(out: Path) -> Iterator[None]:
-    """Hold ``out/.sweep.lock`` for the duration: one driver per sweep folder."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+def exclusive_sweep(out: Path) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``out/.sweep.lock`` for the duration: one driver per
+    sweep folder. Yields the lock's file descriptor, which pool workers must close
+    (:func:`coarsegrad.parallel.init_worker`) so that only the driver holds the lock and
+    the kernel releases it the moment the driver dies, even by ``kill -9``."""
+    make_dir(out, "out")
+    try:
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ConfigError("out", f"cannot open {out / LOCK_FILE} ({exc.strerror or exc})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConfigError("out", f"another sweep is running in {out}") from None
-        yield
+        yield fd
     finally:
         os.close(fd)

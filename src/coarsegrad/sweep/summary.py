@@ -25,7 +25,7 @@ from typing import Any
 from coarsegrad.errors import ConfigError
 from coarsegrad.io.plots import pyplot, save_png
 from coarsegrad.io.records import atomic_write_text
-from coarsegrad.sweep.store import TRIALS_FILE, latest_records
+from coarsegrad.sweep.store import TRIALS_FILE, latest_trials
 
 
 def _axes(out: Path, records: list[dict[str, Any]]) -> list[str]:
@@ -121,7 +121,7 @@ def _plot_axis(rows: list[dict[str, Any]], axes: list[str], axis: str, path: Pat
 def summarize(out: str | Path, plots: bool = True) -> Path:
     """Write ``out/summary.md`` (and ``out/plots/<axis>.png``); returns the table's path."""
     out = Path(out)
-    records = list(latest_records(out / TRIALS_FILE).values())
+    records = [record.to_dict() for record in latest_trials(out / TRIALS_FILE).values()]
     if not records:
         raise ConfigError("summarize", f"{out}/{TRIALS_FILE} has no results")
     axes = _axes(out, records)

@@ -1,11 +1,12 @@
 """One sweep trial, as run by a worker: a run record under ``trials/<id>/`` and one result.
 
-The result (a line of ``trials.jsonl``)::
+The result (a line of ``trials.jsonl``, a :class:`~coarsegrad.io.results.TrialRecord` as a dict)::
 
     {"id", "params", "seed", "config", "status": "ok" | "failed", "error": str | None,
      "metrics": {steps, final_loss, train_acc, perfect, perfect_step, test_loss, test_acc,
                  train_seconds, diverged_step} | None,
-     "run": run-record folder, "seconds": wall time in the worker, "host", "pid", "attempts"}
+     "run": run-record folder, "seconds": wall time in the worker, "host", "pid", "attempts",
+     "schema_version"}
 
 Bad input (``ConfigError``/``DataError``) or any other exception in the trial is a
 ``failed`` result, never an exception out of the worker; a diverged run is ``ok`` with
@@ -17,7 +18,6 @@ what). A retried trial resumes from its checkpoint when the spec sets ``checkpoi
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -27,28 +27,22 @@ from typing import Any
 from coarsegrad.config import DataConfig, ModelConfig
 from coarsegrad.errors import TrainingDiverged
 from coarsegrad.io.records import atomic_write_json
+from coarsegrad.io.results import TrialMetrics, TrialRecord
 from coarsegrad.training.loop import TrainConfig
 from coarsegrad.training.run import resolved_config, run_training
 
-METRICS = ("steps", "final_loss", "train_acc", "perfect_step", "test_loss", "test_acc")
 
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def base_record(trial: dict[str, Any], run_dir: Path | str) -> dict[str, Any]:
+def base_record(trial: dict[str, Any], run_dir: Path | str) -> TrialRecord:
     """The fields every result has, before the outcome is known."""
-    return {"id": trial["id"], "params": trial["params"], "seed": trial["seed"], "config": trial["config"],
-            "run": str(run_dir), "status": "failed", "error": None, "metrics": None, "seconds": 0.0,
-            "host": socket.gethostname(), "pid": os.getpid(), "attempts": 1}
+    return TrialRecord(id=trial["id"], params=trial["params"], seed=trial["seed"], config=trial["config"],
+                       run=str(run_dir), host=socket.gethostname(), pid=os.getpid())
 
 
 def failed_record(trial: dict[str, Any], run_dir: Path | str, error: str, attempts: int) -> dict[str, Any]:
     """The result of a trial the driver gave up on (its worker died ``attempts`` times)."""
     record = base_record(trial, run_dir)
-    record.update(error=error, attempts=attempts, host=None, pid=None)
-    return record
+    record.error, record.attempts, record.host, record.pid = error, attempts, None, None
+    return record.to_dict()
 
 
 def _same_config(run_dir: Path, config: dict) -> bool:
@@ -68,21 +62,21 @@ def run_trial(trial: dict[str, Any], trials_dir: str, checkpoint_every: int = 0)
     run_dir = Path(trials_dir) / trial["id"]
     record = base_record(trial, run_dir)
     try:
-        atomic_write_json(run_dir / "worker.json", {"pid": os.getpid(), "host": record["host"], "started": time.time()})
+        atomic_write_json(run_dir / "worker.json", {"pid": os.getpid(), "host": record.host, "started": time.time()})
         tables = trial["config"]
         data, model, train = DataConfig(**tables["data"]), ModelConfig(**tables["model"]), TrainConfig(**tables["train"])
         resume = _same_config(run_dir, resolved_config(data, model, train))
         try:
             summary = run_training(data, model, train, run_dir, progress=False,
                                    checkpoint_every=checkpoint_every, resume=resume)
-            metrics = {k: _finite(summary.get(k)) for k in METRICS}
-            metrics.update(perfect=summary["train_acc"] == 1.0, train_seconds=summary["seconds"],
-                           diverged_step=None)
+            metrics = TrialMetrics(
+                steps=summary.steps, final_loss=summary.final_loss, train_acc=summary.train_acc,
+                perfect=summary.train_acc == 1.0, perfect_step=summary.perfect_step, test_loss=summary.test_loss,
+                test_acc=summary.test_acc, train_seconds=summary.seconds)
         except TrainingDiverged as exc:
-            metrics = {**{k: None for k in METRICS}, "perfect": False, "train_seconds": None,
-                       "diverged_step": exc.step}
-        record.update(status="ok", metrics=metrics)
+            metrics = TrialMetrics(diverged_step=exc.step)
+        record.status, record.metrics = "ok", metrics
     except Exception as exc:  # noqa: BLE001 - every failure is a result, never a lost trial
-        record["error"] = f"{type(exc).__name__}: {exc}"
-    record["seconds"] = time.perf_counter() - started
-    return record
+        record.error = f"{type(exc).__name__}: {exc}"
+    record.seconds = time.perf_counter() - started
+    return record.to_dict()

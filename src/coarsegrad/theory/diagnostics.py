@@ -33,6 +33,7 @@ from coarsegrad.theory.population import (
     population_grad_w_at,
     population_loss_at,
 )
+from coarsegrad.validate import integer
 
 VMode = Literal["teacher", "optimal"]
 
@@ -40,10 +41,8 @@ VMode = Literal["teacher", "optimal"]
 def make_teacher(m: int, n: int, bits: int, *, seed: int = 0, r_star: float = 1.0,
                  alpha: float | None = None) -> Teacher:
     """Teacher with v* ~ N(0, I_m) (``default_rng(seed)``), w* = r*·e₁, α = optimal_alpha(b)·r* by default."""
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ConfigError("m", f"must be an integer >= 1, got {m!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ConfigError("n", f"must be an integer >= 2, got {n!r}")
+    integer("m", m, lo=1)
+    integer("n", n, lo=2)
     v_star = np.random.default_rng(seed).standard_normal(m)
     w_star = np.zeros(n)
     w_star[0] = r_star

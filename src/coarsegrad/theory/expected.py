@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from coarsegrad.errors import ConfigError
 from coarsegrad.quant.autograd import staircase
 from coarsegrad.quant.spec import ActQuant
 from coarsegrad.quant.ste import STE, get_ste
@@ -52,6 +51,7 @@ from coarsegrad.theory.population import (
     sigma_moments,
     sin_cos,
 )
+from coarsegrad.validate import integer
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,7 @@ def expected_coarse_grad_at(
     if interval is not None:
         m1, t1, c1, c2 = _exact_terms(bits, alpha, r, r_star, theta, *interval)
         return CoarseExpectation(a * m1 + P * t1 - Q * c1, -Q * c2)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise ConfigError("samples", f"must be an integer >= 2, got {samples!r}")
+    integer("samples", samples, lo=2)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     u = torch.randn(samples, generator=gen, dtype=torch.float64)
     x = r * u

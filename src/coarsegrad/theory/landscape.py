@@ -4,7 +4,7 @@ A trial is a flat dict (units per class, step size, bits, STE, seed, data and bu
 success means 100% training accuracy within the step budget (``History.perfect_step``,
 training stops there). :func:`run_trials` takes a plain list of trial dicts, so a
 sweep runner can replace it. Trials are independent and run in worker processes
-(``ProcessPoolExecutor``, one torch thread per worker).
+(:mod:`coarsegrad.parallel`: one torch thread per worker).
 
 Data per seed: :func:`coarsegrad.orthogonal_subspaces` drawn from
 ``torch.Generator().manual_seed(seed)``, then the model initialised from the same
@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Iterable
 
 import torch
@@ -26,6 +23,7 @@ import torch
 from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.errors import ConfigError, TrainingDiverged
 from coarsegrad.models.networks import TwoLayerNet
+from coarsegrad.parallel import run_jobs
 from coarsegrad.training.loop import TrainConfig, train
 
 TRIAL_DEFAULTS: dict[str, object] = {
@@ -70,28 +68,12 @@ def run_trial(trial: dict) -> dict:
             "seconds": time.perf_counter() - started}
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-
-
 def run_trials(trials: list[dict], workers: int | None = None, start_method: str | None = None
                ) -> list[dict]:
-    """Run ``trials`` (results in the same order) on ``workers`` processes (default cpu_count).
-
-    ``workers=1`` runs in this process (no pool). ``start_method``: "fork" where the
-    platform has it (workers inherit the imported modules, no re-import of torch), else
-    "spawn". Each worker sets one torch thread; trials share no state.
-    """
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError("workers", f"must be an integer >= 1, got {workers!r}")
-    if workers == 1 or len(trials) <= 1:
-        return [run_trial(t) for t in trials]
-    if start_method is None:
-        start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(start_method)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-        return list(pool.map(run_trial, trials, chunksize=max(1, len(trials) // (8 * workers))))
+    """Run ``trials`` (results in the same order) on ``workers`` processes (default cpu_count)
+    by :func:`coarsegrad.parallel.run_jobs` (``workers=1``: in this process; one torch
+    thread per worker; ``start_method`` fork where available, else spawn)."""
+    return run_jobs(run_trial, trials, workers, start_method=start_method)
 
 
 def success_rates(records: list[dict]) -> list[dict]:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from coarsegrad.errors import ConfigError
 from coarsegrad.quant.autograd import staircase
 from coarsegrad.quant.ste import STE, get_ste
 from coarsegrad.theory.population import Teacher
+from coarsegrad.validate import integer
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,7 @@ def monte_carlo(
     batch: int = 65536,
 ) -> MonteCarloEstimate:
     """Estimate f(v, w) and E_Z[g_μ] from ``samples`` independent Z, with standard errors."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise ConfigError("samples", f"must be an integer >= 2, got {samples!r}")
+    integer("samples", samples, lo=2)
     m, n = teacher.m, teacher.n
     total = torch.zeros(1 + n, dtype=torch.float64)
     total_sq = torch.zeros(1 + n, dtype=torch.float64)

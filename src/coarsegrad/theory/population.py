@@ -37,6 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 from coarsegrad.errors import ConfigError
 from coarsegrad.quant.spec import ActQuant
 from coarsegrad.theory.bivariate import bvn_density_times_s, bvn_upper, norm_cdf, norm_pdf, safe_ratio
+from coarsegrad.validate import number
 
 Array = NDArray[np.float64]
 
@@ -163,9 +164,7 @@ def _check_theta(theta: float) -> float:
 
 
 def _check_r(r: float) -> float:
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not (math.isfinite(r) and r > 0):
-        raise ConfigError("r", f"must be a finite number > 0, got {r!r}")
-    return float(r)
+    return number("r", r, lo=0.0, lo_open=True)
 
 
 def _sums(v: Array, teacher: Teacher) -> tuple[float, float, float, float, float]:

@@ -37,10 +37,12 @@ from torch.nn import functional as F
 from coarsegrad.data.splits import DatasetSplits, prepare_dataset
 from coarsegrad.errors import ConfigError
 from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.staircase import check_bits
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
 from coarsegrad.training.fast import FastStep, fast_step
 from coarsegrad.training.loop import TrainConfig, evaluate, train
+from coarsegrad.validate import MAX_STEPS, MAX_UNITS, integer, number
 
 MODELS = ("mlp", "two_layer")
 PRETRAIN = {"optimizer": "momentum", "lr": 0.05, "batch_size": 128, "epochs": 3, "schedule": "cosine"}
@@ -80,16 +82,18 @@ class RepelledConfig:
             raise ConfigError("stes", "give at least one STE")
         for s in (*self.stes, self.pretrain_ste):
             get_ste(s)
-        for name in ("hidden", "units_per_class", "seeds", "steps", "chunk_size"):
+        for name in ("hidden", "units_per_class"):
+            integer(name, getattr(self, name), lo=1, hi=MAX_UNITS)
+        for name in ("seeds", "steps", "chunk_size"):
             _positive(name, getattr(self, name))
         for name in ("batch_size", "train_subset", "workers"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
-        if not self.lrs or not all(isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0
-                                   for lr in self.lrs):
+        if not self.lrs:
             raise ConfigError("lrs", f"give step sizes > 0, got {self.lrs!r}")
-        if not (isinstance(self.init_scale, (int, float)) and self.init_scale > 0):
-            raise ConfigError("init_scale", f"must be > 0, got {self.init_scale!r}")
+        for lr in self.lrs:
+            number("lrs", lr, lo=0.0, lo_open=True)
+        number("init_scale", self.init_scale, lo=0.0, lo_open=True)
         try:
             TrainConfig(**self.pretrain)
         except TypeError as exc:
@@ -108,8 +112,7 @@ class RepelledConfig:
 
 
 def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
+    integer(name, value, lo=1, hi=MAX_STEPS)
 
 
 def make_model(cfg: RepelledConfig, bits: int, in_features: int, num_classes: int,
@@ -189,7 +192,10 @@ def continue_training(start: nn.Module, ste: str, lr: float, splits: DatasetSpli
     Returns one record per step in ``cfg.eval_at`` (measured before that step's update).
     """
     model = copy.deepcopy(start)
-    model.act.quant = replace(model.act.quant, ste=get_ste(ste))
+    act = model.act
+    if not isinstance(act, QuantReLU):
+        raise ConfigError("model", f"needs a QuantReLU activation, got {type(act).__name__}")
+    act.quant = replace(act.quant, ste=get_ste(ste))
     theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     fast = fast_step(model, x, y, cfg.chunk_size)
     gen = torch.Generator().manual_seed(seed)
@@ -261,7 +267,7 @@ def repelled_group(cfg: RepelledConfig, bits: int, seed: int, data: DatasetSplit
 def run_repelled(cfg: RepelledConfig, data: DatasetSplits | None = None, progress: bool = False) -> list[dict]:
     """Every (bits, seed) group (:func:`repelled_group`), on ``cfg.workers`` processes
     (default: CPU count; 1 runs in this process)."""
-    from coarsegrad.experiments.pool import run_trials
+    from coarsegrad.parallel import run_trials
 
     trials = [(repelled_group, {"cfg": cfg, "bits": b, "seed": s, "data": data})
               for b in cfg.bits for s in range(cfg.seeds)]

@@ -22,6 +22,7 @@ from coarsegrad.theory.diagnostics import angle_grid, make_teacher, spurious_rec
 from coarsegrad.theory.geometry import track_geometry
 from coarsegrad.theory.landscape import make_trials, run_trials
 from coarsegrad.training.loop import TrainConfig
+from coarsegrad.validate import MAX_STEPS, MAX_UNITS, integer, number
 
 ALL_STES = tuple(BUILTIN_STES)
 
@@ -37,9 +38,8 @@ def _check_common(bits: tuple[int, ...], stes: tuple[str, ...]) -> None:
         get_ste(s)
 
 
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
+def _positive(name: str, value: object, hi: int = MAX_STEPS) -> None:
+    integer(name, value, lo=1, hi=hi)
 
 
 @dataclass
@@ -157,9 +157,8 @@ class GeometryConfig:
     def __post_init__(self) -> None:
         for b, s, u, lr in self.settings:
             _check_common((b,), (s,))
-            _positive("units_per_class", u)
-            if not lr > 0:
-                raise ConfigError("lr", f"must be > 0, got {lr}")
+            _positive("units_per_class", u, MAX_UNITS)
+            number("lr", lr, lo=0.0, lo_open=True)
         for name in ("seeds", "steps", "window", "trace_every"):
             _positive(name, getattr(self, name))
 
@@ -211,10 +210,9 @@ class LandscapeConfig:
     def __post_init__(self) -> None:
         _check_common(self.bits, self.stes)
         for u in self.units:
-            _positive("units", u)
+            _positive("units", u, MAX_UNITS)
         for lr in self.lrs:
-            if not lr > 0:
-                raise ConfigError("lrs", f"must be > 0, got {lr}")
+            number("lrs", lr, lo=0.0, lo_open=True)
         _positive("seeds", self.seeds)
         _positive("steps", self.steps)
         if self.workers is not None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from coarsegrad import validate as v
 from coarsegrad.data.checks import check_data
 from coarsegrad.errors import ConfigError, DataError, TrainingDiverged
 from coarsegrad.training.fast import fast_step
@@ -52,33 +53,21 @@ class TrainConfig:
     fast: bool = True
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        for name in ("lr", "momentum", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(name, f"must be a finite number, got {value!r}")
-        if self.lr <= 0:
-            raise ConfigError("lr", f"must be > 0, got {self.lr}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError("schedule", f"must be 'constant' or 'cosine', got {self.schedule!r}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError("momentum", f"must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if not isinstance(self.fast, bool):
-            raise ConfigError("fast", f"must be true or false, got {self.fast!r}")
-        if self.batch_size == 0:
+        v.choice("optimizer", self.optimizer, OPTIMIZERS)
+        v.number("lr", self.lr, lo=0.0, lo_open=True)
+        v.choice("schedule", self.schedule, ("constant", "cosine"))
+        v.number("momentum", self.momentum, lo=0.0, hi=1.0, hi_open=True)
+        v.number("weight_decay", self.weight_decay, lo=0.0)
+        v.boolean("fast", self.fast)
+        v.boolean("stop_at_perfect", self.stop_at_perfect)
+        if type(self.batch_size) is int and self.batch_size == 0:
             self.batch_size = None
-        for name, minimum in (("batch_size", 1), ("steps", 1), ("epochs", 1)):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-                raise ConfigError(name, f"must be an integer >= {minimum} (or unset), got {value!r}")
-        for name in ("seed", "chunk_size", "log_every"):
-            value = getattr(self, name)
-            minimum = 0 if name == "seed" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(name, f"must be an integer >= {minimum}, got {value!r}")
+        v.optional_integer("batch_size", self.batch_size, lo=1, hi=v.MAX_BATCH)
+        v.optional_integer("steps", self.steps, lo=1, hi=v.MAX_STEPS)
+        v.optional_integer("epochs", self.epochs, lo=1, hi=v.MAX_STEPS)
+        v.integer("seed", self.seed, lo=0, hi=v.MAX_SEED)
+        v.integer("chunk_size", self.chunk_size, lo=1, hi=v.MAX_BATCH)
+        v.integer("log_every", self.log_every, lo=1, hi=v.MAX_STEPS)
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("steps", "give steps or epochs, not both")
         if self.steps is None and self.epochs is None:
@@ -187,8 +176,7 @@ def train(
     architecture, data and config). Raises :class:`TrainingDiverged` on a non-finite
     loss, :class:`DataError` on unusable data.
     """
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
-        raise ConfigError("checkpoint_every", f"must be an integer >= 0, got {checkpoint_every!r}")
+    v.integer("checkpoint_every", checkpoint_every, lo=0, hi=v.MAX_STEPS)
     check_data(X, y)
     n = X.shape[0]
     total = config.total_steps(n)
@@ -204,7 +192,7 @@ def train(
     window_loss, window_correct, window_count = 0.0, 0, 0
     first = 0
     if resume is not None:
-        resume.restore(model, optimizer, generator, n)
+        resume.restore(model, optimizer, generator, n, total)
         first, order, position = resume.step, resume.order.to(X.device), resume.position
         window_loss, window_correct, window_count = resume.window
         history = History(**resume.history)

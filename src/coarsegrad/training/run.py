@@ -21,20 +21,22 @@ import torch
 from torch import nn
 
 from coarsegrad.config import DataConfig, ModelConfig
+from coarsegrad.data.datasets import NUM_CLASSES
 from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.data.synthetic import synthetic_data
 from coarsegrad.errors import ConfigError
 from coarsegrad.io import tensorfile
 from coarsegrad.io.progress import Progress
-from coarsegrad.io.records import append_jsonl, atomic_write_json, environment
-from coarsegrad.models.build import build_model
+from coarsegrad.io.records import append_jsonl, atomic_write_json, environment, make_dir, remove_stale_temporaries
+from coarsegrad.io.results import RunSummary, read_record, write_record
+from coarsegrad.models.build import LENET_FEATURES, build_model, check_size
 from coarsegrad.training.loop import History, TrainConfig, evaluate, train
 from coarsegrad.training.state import CHECKPOINT_NAME, TrainState, load_train_state, save_train_state, truncate_metrics
 
 
 def check_device(device: str) -> str:
     """``device`` if it is ``cpu`` or an available CUDA device, else ``ConfigError('device')``."""
-    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
+    if not isinstance(device, str) or device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
         raise ConfigError("device", f"must be cpu or cuda, got {device!r}")
     if device != "cpu" and not torch.cuda.is_available():
         raise ConfigError("device", "CUDA is not available on this machine")
@@ -91,7 +93,7 @@ def load_run_config(out: str | Path) -> tuple[DataConfig, ModelConfig, TrainConf
         raise ConfigError("resume", f"{path} is not a run config ({exc})") from None
 
 
-def _resume_state(out: Path, config: dict) -> TrainState | dict | None:
+def _resume_state(out: Path, config: dict) -> TrainState | RunSummary | None:
     """The checkpoint to resume from, the summary of a completed run, or None (start afresh)."""
     try:
         saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -101,7 +103,7 @@ def _resume_state(out: Path, config: dict) -> TrainState | dict | None:
         raise ConfigError("resume", f"{out}/config.json differs from the requested config")
     if (out / "summary.json").is_file() and (out / "model.safetensors").is_file():
         (out / CHECKPOINT_NAME).unlink(missing_ok=True)
-        return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        return read_record(out / "summary.json", RunSummary)
     if (out / CHECKPOINT_NAME).is_file():
         return load_train_state(out / CHECKPOINT_NAME)
     return None
@@ -109,8 +111,8 @@ def _resume_state(out: Path, config: dict) -> TrainState | dict | None:
 
 def run_training(data: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
                  out: str | Path, progress: bool = True, *, checkpoint_every: int | None = None,
-                 resume: bool = False, device: str = "cpu") -> dict:
-    """Train once and write the run record to ``out``; returns the summary dict.
+                 resume: bool = False, device: str = "cpu") -> RunSummary:
+    """Train once and write the run record to ``out``; returns its summary.
 
     ``checkpoint_every`` N > 0 writes ``out/checkpoint.safetensors`` every N steps (None:
     the resumed checkpoint's own N, else 0 = never).
@@ -118,11 +120,13 @@ def run_training(data: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfi
     that checkpoint, bit-identically; metrics.jsonl is cut back to the checkpoint's
     step. A completed run is returned as is; with no checkpoint the run starts afresh.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_size(model_cfg, data.dim if data.data == "synthetic" else LENET_FEATURES,
+               data.num_classes if data.data == "synthetic" else NUM_CLASSES)  # before anything is written
+    out = make_dir(out, "out")
+    remove_stale_temporaries(out)  # left by a write a kill interrupted
     config = resolved_config(data, model_cfg, train_cfg)
     state = _resume_state(out, config) if resume else None
-    if isinstance(state, dict):
+    if isinstance(state, RunSummary):
         return state
     metrics = out / "metrics.jsonl"
     if state is None:
@@ -153,13 +157,12 @@ def run_training(data: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfi
                              on_checkpoint=on_checkpoint, resume=state)
     bar.close()
     save_model(out / "model.safetensors", model, config)
-    summary = {
-        "steps": history.steps_run, "final_loss": history.loss[-1], "train_acc": history.train_acc[-1],
-        "perfect_step": history.perfect_step, "seconds": history.seconds, "data": run_data.record,
-        "test_loss": None, "test_acc": None, "resumed_from_step": None if state is None else state.step,
-    }
+    summary = RunSummary(
+        steps=history.steps_run, final_loss=history.loss[-1], train_acc=history.train_acc[-1],
+        perfect_step=history.perfect_step, seconds=history.seconds, data=run_data.record,
+        resumed_from_step=None if state is None else state.step)
     if run_data.x_test is not None:
-        summary["test_loss"], summary["test_acc"] = evaluate(model, run_data.x_test, run_data.y_test)
-    atomic_write_json(out / "summary.json", summary)
+        summary.test_loss, summary.test_acc = evaluate(model, run_data.x_test, run_data.y_test)
+    write_record(out / "summary.json", summary)
     (out / CHECKPOINT_NAME).unlink(missing_ok=True)
     return summary

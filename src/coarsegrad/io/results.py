@@ -1,0 +1,193 @@
+"""Typed result records, written and read through one place.
+
+- :class:`RunSummary`: a run directory's ``summary.json`` (written by ``training/run.py``);
+- :class:`TrialRecord` (with :class:`TrialMetrics`): one line of a sweep's ``trials.jsonl``;
+- :class:`EpochBenchRecord`, :class:`InferenceBenchRecord`: ``coarsegrad bench --json`` records.
+
+Every record carries ``schema_version``. JSON keys are the field names, as in the records
+written before the field existed; a record without ``schema_version`` is read as version 1
+(the committed records), any other unknown version, a missing or unknown key or a wrong type is a
+:class:`DataError` naming the file (or ``record``) and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from coarsegrad.errors import DataError
+from coarsegrad.io.records import atomic_write_json
+
+SCHEMA_VERSION = 1
+R = TypeVar("R", bound="_Record")
+
+
+def _fits(value: object, kind: Any) -> bool:
+    """``value`` (parsed JSON) fits the annotation ``kind`` (int, float, str, bool, dict, list, X | None)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return type(value) in (int, float)
+    if kind is int:
+        return type(value) is int
+    if kind is bool:
+        return type(value) is bool
+    if kind is Any:
+        return True
+    base = origin or kind
+    return isinstance(value, base) and not isinstance(value, bool)
+
+
+@dataclass
+class _Record:
+    """Base: ``to_dict``/``from_dict`` with schema checks (subclasses are plain dataclasses)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[R], raw: object, source: str = "record") -> R:
+        if not isinstance(raw, dict):
+            raise DataError(source, f"{cls.__name__} must be a JSON object, got {type(raw).__name__}")
+        hints = typing.get_type_hints(cls)
+        if "schema_version" in hints:  # records from before the field are version 1
+            raw = {"schema_version": 1, **raw}
+        if raw.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise DataError(source, f"{cls.__name__} schema_version {raw['schema_version']!r} is not {SCHEMA_VERSION} "
+                            "(written by another coarsegrad version)")
+        unknown = sorted(set(raw) - set(hints))
+        if unknown:
+            raise DataError(source, f"{cls.__name__} has unknown fields {unknown}")
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in raw:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise DataError(source, f"{cls.__name__} field {f.name!r} is missing")
+                continue
+            value = raw[f.name]
+            nested = hints[f.name]
+            record_type = next((k for k in (nested, *typing.get_args(nested))
+                                if isinstance(k, type) and issubclass(k, _Record)), None)
+            if record_type is not None and isinstance(value, dict):
+                value = record_type.from_dict(value, source)
+            elif not _fits(value, nested):
+                raise DataError(source, f"{cls.__name__} field {f.name!r} has {value!r}, not {nested}")
+            values[f.name] = value
+        return cls(**values)
+
+
+@dataclass
+class RunSummary(_Record):
+    """``summary.json`` of a run: the final model's metrics (``test_*`` None without a test split)."""
+
+    steps: int
+    final_loss: float
+    train_acc: float
+    perfect_step: int | None
+    seconds: float
+    data: dict[str, Any]
+    test_loss: float | None = None
+    test_acc: float | None = None
+    resumed_from_step: int | None = None
+    status: str = "completed"  # completed | interrupted | diverged
+    diverged_step: int | None = None
+    diverged_parameter: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class TrialMetrics(_Record):
+    """What a sweep keeps of a trial's run (None where the run diverged)."""
+
+    steps: int | None = None
+    final_loss: float | None = None
+    train_acc: float | None = None
+    perfect: bool = False
+    perfect_step: int | None = None
+    test_loss: float | None = None
+    test_acc: float | None = None
+    train_seconds: float | None = None
+    diverged_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:  # non-finite floats are not JSON: stored as None
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass
+class TrialRecord(_Record):
+    """One line of ``trials.jsonl`` (see :mod:`coarsegrad.sweep.trial`)."""
+
+    id: str
+    params: dict[str, Any]
+    seed: int
+    config: dict[str, Any]
+    run: str
+    status: str = "failed"  # ok | failed
+    error: str | None = None
+    metrics: TrialMetrics | None = None
+    seconds: float = 0.0
+    host: str | None = None
+    pid: int | None = None
+    attempts: int = 1
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["metrics"] = None if self.metrics is None else self.metrics.to_dict()
+        return out
+
+
+@dataclass
+class EpochBenchRecord(_Record):
+    """``coarsegrad bench --json``: epoch timings per hidden width, goals, machine and load."""
+
+    command: str
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    data: str
+    threads: int
+    results: list[Any]
+    goals: list[Any]
+    sgemm_gflops: float
+    sgemm_gflops_after: float
+    loadavg_after: list[float] | None
+    dataset_copy_s: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class InferenceBenchRecord(_Record):
+    """``coarsegrad bench --inference RUN_DIR… --json``: samples/s per variant for each run."""
+
+    machine: dict[str, Any]
+    threads: int
+    runs: list[Any]
+    schema_version: int = SCHEMA_VERSION
+
+
+def write_record(path: str | Path, record: _Record) -> None:
+    """Atomically write ``record`` as indented JSON."""
+    atomic_write_json(Path(path), record.to_dict())
+
+
+def read_record(path: str | Path, cls: type[R]) -> R:
+    """The ``cls`` record in the JSON file ``path``; DataError naming the file if it is not one."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DataError(str(path), f"cannot read a {cls.__name__} ({type(exc).__name__})") from None
+    return cls.from_dict(raw, str(path))
+
+
+__all__ = ["SCHEMA_VERSION", "EpochBenchRecord", "InferenceBenchRecord", "RunSummary", "TrialMetrics", "TrialRecord",
+           "read_record", "write_record"]

@@ -1,0 +1,92 @@
+"""Typed records: exact round trips, old records (no schema_version) still read, bad ones refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coarsegrad.config import DataConfig, ModelConfig
+from coarsegrad.errors import DataError
+from coarsegrad.io.results import SCHEMA_VERSION, RunSummary, TrialMetrics, TrialRecord, read_record, write_record
+from coarsegrad.training.loop import TrainConfig
+from coarsegrad.training.run import run_training
+
+SUMMARY = RunSummary(steps=3, final_loss=0.5, train_acc=1.0, perfect_step=2, seconds=0.1,
+                     data={"name": "synthetic", "data_seed": 0}, test_loss=None, test_acc=None)
+
+
+def test_round_trip(tmp_path):
+    write_record(tmp_path / "s.json", SUMMARY)
+    assert json.loads((tmp_path / "s.json").read_text())["schema_version"] == SCHEMA_VERSION
+    assert read_record(tmp_path / "s.json", RunSummary) == SUMMARY
+
+
+def test_a_record_written_before_schema_version_still_reads(tmp_path):
+    old = {k: v for k, v in SUMMARY.to_dict().items()
+           if k not in ("schema_version", "status", "diverged_step", "diverged_parameter")}
+    (tmp_path / "s.json").write_text(json.dumps(old))
+    assert read_record(tmp_path / "s.json", RunSummary) == SUMMARY
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda d: d.update(schema_version=2), "schema_version"),
+    (lambda d: d.update(steps="3"), "'steps'"),
+    (lambda d: d.update(steps=True), "'steps'"),
+    (lambda d: d.pop("final_loss"), "'final_loss' is missing"),
+    (lambda d: d.update(data=[1]), "'data'"),
+])
+def test_bad_records(tmp_path, change, match):
+    raw = SUMMARY.to_dict()
+    change(raw)
+    (tmp_path / "s.json").write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=match):
+        read_record(tmp_path / "s.json", RunSummary)
+
+
+def test_unreadable_files(tmp_path):
+    (tmp_path / "s.json").write_bytes(b"\xff[")
+    with pytest.raises(DataError, match="s.json"):
+        read_record(tmp_path / "s.json", RunSummary)
+    (tmp_path / "s.json").write_text("[1]")
+    with pytest.raises(DataError, match="JSON object"):
+        read_record(tmp_path / "s.json", RunSummary)
+
+
+def test_trial_record_nests_metrics_and_stores_non_finite_as_null():
+    record = TrialRecord(id="t", params={"bits": 2}, seed=0, config={}, run="r", status="ok",
+                         metrics=TrialMetrics(steps=2, final_loss=float("inf"), train_acc=0.5))
+    raw = json.loads(json.dumps(record.to_dict()))
+    assert raw["metrics"]["final_loss"] is None
+    back = TrialRecord.from_dict(raw)
+    assert back.metrics == TrialMetrics(steps=2, final_loss=None, train_acc=0.5)
+    with pytest.raises(DataError, match="'perfect'"):
+        TrialRecord.from_dict({**raw, "metrics": {**raw["metrics"], "perfect": "yes"}})
+
+
+def test_run_training_writes_and_returns_a_run_summary(tmp_path):
+    data = DataConfig(num_classes=2, dim=4, subspace_dim=1, samples_per_class=4)
+    summary = run_training(data, ModelConfig(units_per_class=2), TrainConfig(steps=2), tmp_path, progress=False)
+    assert isinstance(summary, RunSummary) and summary.status == "completed"
+    assert read_record(tmp_path / "summary.json", RunSummary) == summary
+    again = run_training(data, ModelConfig(units_per_class=2), TrainConfig(steps=2), tmp_path, progress=False,
+                         resume=True)  # a completed run is returned as recorded
+    assert again == summary
+
+
+def test_committed_bench_records_read_as_typed_records():
+    from pathlib import Path
+
+    from coarsegrad.io.results import EpochBenchRecord
+
+    paths = sorted((Path(__file__).parents[2] / "results" / "bench").glob("cpu*.json"))
+    assert paths
+    for path in paths:
+        record = read_record(path, EpochBenchRecord)
+        assert record.schema_version == SCHEMA_VERSION and record.results
+
+
+def test_unknown_fields_are_refused(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({**SUMMARY.to_dict(), "surprise": 1}))
+    with pytest.raises(DataError, match="surprise"):
+        read_record(tmp_path / "s.json", RunSummary)
