@@ -29,8 +29,8 @@ import torch
 
 from coarsegrad.config import ModelConfig, load_preset
 from coarsegrad.data.synthetic import synthetic_data
-from coarsegrad.experiments.pool import run_trials
 from coarsegrad.models.build import build_model
+from coarsegrad.parallel import run_trials
 from coarsegrad.quant.spec import ActQuant
 from coarsegrad.training.batched import train_batched
 
