@@ -21,7 +21,7 @@ import importlib.metadata as _metadata
 from coarsegrad import export  # noqa: E402  (onnx is imported lazily inside it)
 from coarsegrad.data.datasets import load_dataset
 from coarsegrad.data.splits import DatasetSplits, prepare_dataset
-from coarsegrad.data.synthetic import orthogonal_subspaces
+from coarsegrad.data.synthetic import orthogonal_subspaces, synthetic_data
 from coarsegrad.errors import ConfigError, DataError, InputError, TrainingDiverged
 from coarsegrad.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from coarsegrad.models.coarse import coarse_gradient
@@ -52,6 +52,6 @@ __all__ = [
     "load_checkpoint", "load_dataset", "load_train_state", "MLP", "monotone_violations",
     "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "quantize_model", "quantized_relu",
     "QuantReLU", "save_checkpoint", "save_train_state", "staircase", "staircase_codes",
-    "StaircaseSTEFunction", "STE", "ste_table", "train", "TrainConfig", "TrainingDiverged",
+    "StaircaseSTEFunction", "STE", "ste_table", "synthetic_data", "train", "TrainConfig", "TrainingDiverged",
     "TrainState", "TwoLayerNet",
 ]

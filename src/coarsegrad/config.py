@@ -30,12 +30,16 @@ from coarsegrad.quant.ste import get_ste
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
 MODELS = ("two_layer", "mlp", "lenet5")
+SYNTHETIC_KINDS = ("pairs", "iid", "sphere", "clusters", "orthant")
+"""Data models of :func:`coarsegrad.data.synthetic.synthetic_data`."""
 
 
 @dataclass
 class DataConfig:
     """Which data. ``synthetic`` is the orthogonal-subspace problem with these sizes
-    (``data_seed`` None means the training seed); the image datasets are read from
+    (``data_seed`` None means the training seed) and data model ``synthetic_kind``
+    (``bias`` appends a constant input 1; ``clusters`` per class for ``clusters``; see
+    :mod:`coarsegrad.data.synthetic`); the image datasets are read from
     ``data_dir`` or the usual places (see ``coarsegrad data list``)."""
 
     data: str = "synthetic"
@@ -45,6 +49,9 @@ class DataConfig:
     subspace_dim: int = 5
     samples_per_class: int = 100
     data_seed: int | None = None
+    synthetic_kind: Literal["pairs", "iid", "sphere", "clusters", "orthant"] = "pairs"
+    bias: bool = False
+    clusters: int = 4
 
     def __post_init__(self) -> None:
         v.choice("data", self.data, DATASETS)
@@ -60,6 +67,14 @@ class DataConfig:
         if self.num_classes * self.samples_per_class * self.dim > v.MAX_ELEMENTS:
             raise ConfigError("samples_per_class", f"num_classes·samples_per_class·dim must be <= {v.MAX_ELEMENTS} "
                               f"(1 GiB of float32), got {self.num_classes * self.samples_per_class * self.dim}")
+        self._check_synthetic()
+
+    def _check_synthetic(self) -> None:
+        """The synthetic data model: ``synthetic_kind``, ``bias``, ``clusters`` (even, ± pairs)."""
+        v.choice("synthetic_kind", self.synthetic_kind, SYNTHETIC_KINDS)
+        v.boolean("bias", self.bias)
+        if v.integer("clusters", self.clusters, lo=2, hi=v.MAX_SAMPLES) % 2:
+            raise ConfigError("clusters", f"must be even (± pairs of centres), got {self.clusters}")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from torch import nn
 from coarsegrad.config import DataConfig, ModelConfig
 from coarsegrad.data.datasets import NUM_CLASSES
 from coarsegrad.data.splits import prepare_dataset
-from coarsegrad.data.synthetic import orthogonal_subspaces
+from coarsegrad.data.synthetic import synthetic_data
 from coarsegrad.errors import ConfigError
 from coarsegrad.io import tensorfile
 from coarsegrad.io.progress import Progress
@@ -63,8 +63,9 @@ def build_data(config: DataConfig, seed: int, device: str = "cpu") -> RunData:
                        splits.num_classes, splits.record())
     data_seed = seed if config.data_seed is None else config.data_seed
     generator = torch.Generator().manual_seed(data_seed)
-    X, y = orthogonal_subspaces(config.num_classes, config.dim, config.subspace_dim,
-                                config.samples_per_class, generator=generator)
+    X, y = synthetic_data(config.num_classes, config.dim, config.subspace_dim, config.samples_per_class,
+                          kind=config.synthetic_kind, bias=config.bias, clusters=config.clusters,
+                          generator=generator)
     return RunData(X.to(device), y.to(device), None, None, config.num_classes,
                    {"name": "synthetic", "data_seed": data_seed})
 
