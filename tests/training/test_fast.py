@@ -244,7 +244,7 @@ def test_fast_path_keeps_working_with_batchnorm_models_via_autograd():
 
 
 def test_check_data_accepts_finite_data_whose_sum_overflows():
-    from coarsegrad.data.checks import check_data
+    from coarsegrad.validate import check_data
 
     X = torch.full((4, 3), 3e38)  # every entry finite, the float32 sum is inf
     y = torch.tensor([0, 1, 0, 1])

@@ -55,6 +55,7 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
         net.load_state_dict(tensors)
     net.to(device)
     tcfg = TrainConfig(**{**train_cfg, "seed": seed, "stop_at_perfect": False})
+    assert tcfg.batch_size is not None, "MNIST trials are mini-batch runs"
     per_epoch = -(-x_train.shape[0] // tcfg.batch_size)
     tcfg = dataclasses.replace(tcfg, log_every=per_epoch)
     curve: dict[str, list] = {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": []}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from coarsegrad.config import load_preset
 from coarsegrad.data.datasets import find_dataset, not_found_message
@@ -133,7 +134,7 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
         print(f"reproduce: skipping the MNIST experiments: {not_found_message('mnist', data_dir)}",
               file=sys.stderr)
         only = tuple(x for x in only if x not in ("mnist_two_layer", "lenet5"))
-    plan = PLANS["full" if full else "quick"]
+    plan: dict[str, Any] = PLANS["full" if full else "quick"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = 1 if device.startswith("cuda") else workers

@@ -22,6 +22,7 @@ of them, A and B:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +86,7 @@ def onnx_outputs(session: object, x: np.ndarray) -> Outputs:
 
 def rounding_tolerance(integer: IntegerModel, x: np.ndarray) -> np.ndarray:
     """tol [N, H] (module docstring); for int8 models the float32 scale-and-add after the exact sum."""
-    if integer.int8:
+    if integer.w1_scale is not None:  # int8 models only
         p = integer.quantize_input(x).astype(np.float64)
         magnitude = np.abs(p @ integer.w1.T.astype(np.float64) * integer.w1_scale.astype(np.float64))
         return 4 * U32 * (magnitude + np.abs(integer.b1.astype(np.float64)))
@@ -153,7 +154,7 @@ def agreement(
     eng = engine_outputs(integer, x)
     near = near_threshold(integer, eng.preact, rounding_tolerance(integer, x))
     tie = logit_tolerance(integer, eng.codes)
-    report: dict[str, object] = {
+    report: dict[str, Any] = {
         "samples": int(x.shape[0]), "hidden": integer.hidden, "codes_total": int(eng.codes.size),
         "weights": "int8" if integer.int8 else "float32", "bits": integer.bits, "alpha": integer.alpha, "rounding": integer.rounding,
         "units_near_threshold": int(near.sum()),

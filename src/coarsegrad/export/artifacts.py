@@ -133,15 +133,14 @@ def load_eval_data(header: dict[str, Any], data: str, split: str = "test",
         if cfg.data != "synthetic":
             raise ConfigError("data", f"the run was trained on {cfg.data!r}, not synthetic data")
         built = build_data(cfg, seed)
-        x, y = (built.x_train, built.y_train) if hasattr(built, "x_train") else built
-        return x.numpy(), y.numpy(), f"synthetic (training set regenerated from the run's data config, seed {seed})"
+        return built.x_train.numpy(), built.y_train.numpy(), f"synthetic (training set regenerated from the run's data config, seed {seed})"
     if data not in IMAGE_DATASETS:
         raise ConfigError("data", f"unknown data {data!r}; valid: synthetic, {', '.join(IMAGE_DATASETS)}")
     from coarsegrad.data.splits import prepare_dataset
 
     splits = prepare_dataset(data, data_dir)
-    x, y = splits.split(split)
-    x = x.numpy()
+    x_t, y = splits.split(split)
+    x = x_t.numpy()
     norm = header.get("normalization")
     if isinstance(norm, dict) and not isinstance(norm.get("mean"), list):
         mean, std = float(norm["mean"]), float(norm["std"])

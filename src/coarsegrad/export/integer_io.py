@@ -28,7 +28,7 @@ VERSION = 1
 def save_integer(path: str | Path, model: IntegerModel, header: Mapping[str, Any] | None = None) -> Path:
     """Atomically write ``model`` to ``path``; ``header``: JSON-able provenance to keep."""
     tensors = {"w1": model.w1, "b1": model.b1, "w2": model.w2, "b2": model.b2}
-    if model.int8:
+    if model.w1_scale is not None:  # int8 models only
         tensors["w1_scale"] = model.w1_scale
     meta = {"format": INTEGER_KEY, "version": VERSION, "bits": model.bits, "alpha": model.alpha,
             "weights": "int8" if model.int8 else "float32", "input_lo": model.input_lo,

@@ -48,7 +48,9 @@ class _Graph:
     """Collects nodes and initializers; ``op`` returns the new output name."""
 
     def __init__(self, onnx: Any) -> None:
-        self.onnx, self.nodes, self.inits, self.count = onnx, [], [], 0
+        self.onnx, self.count = onnx, 0
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
 
     def const(self, name: str, value: np.ndarray) -> str:
         self.inits.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
@@ -89,6 +91,7 @@ def build_onnx(model: IntegerModel, *, with_codes: bool = False, exact: bool = T
     helper, tp = onnx.helper, onnx.TensorProto
     g = _Graph(onnx)
     if model.int8:
+        assert model.w1_scale is not None  # int8 models carry their weight scales
         p = g.op("QuantizeLinear", "x", g.const("input_step", np.array(model.input_step, np.float32)),
                  g.const("input_zero", np.array(model.input_zero, np.uint8)))
         acc = g.op("MatMulInteger", p, g.const("w1_q", np.ascontiguousarray(model.w1.T)))

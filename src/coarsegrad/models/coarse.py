@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from coarsegrad.data.checks import check_data
 from coarsegrad.models.networks import TwoLayerNet
 from coarsegrad.quant.autograd import staircase
+from coarsegrad.validate import check_data
 
 
 @torch.no_grad()

@@ -36,11 +36,11 @@ def _axes(out: Path, records: list[dict[str, Any]]) -> list[str]:
 
 
 def _stat(values: list[float | None], digits: int = 4) -> str:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
         return "–"
-    spread = f" ± {stdev(values):.{digits}g}" if len(values) > 1 else ""
-    return f"{mean(values):.{digits}g}{spread}"
+    spread = f" ± {stdev(finite):.{digits}g}" if len(finite) > 1 else ""
+    return f"{mean(finite):.{digits}g}{spread}"
 
 
 def group_rows(records: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:

@@ -246,7 +246,7 @@ def repelled_group(cfg: RepelledConfig, bits: int, seed: int, data: DatasetSplit
     x, y = _subset(splits.x_train, splits.y_train, cfg.train_subset, seed)
     model = make_model(cfg, bits, x.shape[1], splits.num_classes, torch.Generator().manual_seed(seed))
     train(model, x, y, TrainConfig(**{**cfg.pretrain, "seed": seed, "stop_at_perfect": False}))
-    common = {"model": cfg.model, "bits": bits, "alpha": model.act.alpha, "seed": seed,
+    common = {"model": cfg.model, "bits": bits, "alpha": _act_alpha(model), "seed": seed,
               "pretrain_ste": get_ste(cfg.pretrain_ste).name, "n_train": int(x.shape[0]),
               "n_test": int(splits.y_test.shape[0]), "batch_size": cfg.batch_size, "steps": cfg.steps}
     train_loss, train_acc = evaluate(model, x, y, cfg.chunk_size)
@@ -262,6 +262,13 @@ def repelled_group(cfg: RepelledConfig, bits: int, seed: int, data: DatasetSplit
             seconds = time.perf_counter() - t0
             records += [{**common, **p, "seconds": seconds} for p in points]
     return {"records": records}
+
+
+def _act_alpha(model: nn.Module) -> float:
+    act = model.get_submodule("act")
+    if not isinstance(act, QuantReLU):
+        raise ConfigError("model", f"needs a QuantReLU activation, got {type(act).__name__}")
+    return act.alpha
 
 
 def run_repelled(cfg: RepelledConfig, data: DatasetSplits | None = None, progress: bool = False) -> list[dict]:

@@ -20,10 +20,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from coarsegrad import validate as v
-from coarsegrad.data.checks import check_data
 from coarsegrad.errors import ConfigError, DataError, TrainingDiverged
 from coarsegrad.training.fast import fast_step
 from coarsegrad.training.state import TrainState
+from coarsegrad.validate import check_data
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
