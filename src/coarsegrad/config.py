@@ -28,6 +28,7 @@ from coarsegrad.quant.ste import get_ste
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
 MODELS = ("two_layer", "mlp", "lenet5")
+ACTS = ("quant", "float")
 
 
 @dataclass
@@ -58,7 +59,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Which network. ``alpha`` None means ``optimal_alpha(bits)``."""
+    """Which network. ``alpha`` None means ``optimal_alpha(bits)``. ``act="float"``: the
+    float baseline, plain ReLU in place of every quantized activation (``bits``,
+    ``alpha`` and ``ste`` are then unused)."""
 
     model: str = "two_layer"
     units_per_class: int = 20
@@ -69,10 +72,13 @@ class ModelConfig:
     bits: int = 2
     alpha: float | None = None
     ste: str = "clipped_relu"
+    act: Literal["quant", "float"] = "quant"
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ConfigError("model", f"unknown model {self.model!r}; valid: {', '.join(MODELS)}")
+        if self.act not in ACTS:
+            raise ConfigError("act", f"must be one of {', '.join(ACTS)}, got {self.act!r}")
         check_bits(self.bits)
         if self.alpha is not None:
             self.alpha = check_alpha(self.alpha)

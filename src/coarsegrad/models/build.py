@@ -10,13 +10,15 @@ from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
 
 
 def build_model(config: ModelConfig, in_features: int, num_classes: int, seed: int) -> nn.Module:
-    """The network named by ``config``, initialised from ``seed``."""
+    """The network named by ``config``, initialised from ``seed`` (``act="float"``: bits None,
+    plain ReLU)."""
     generator = torch.Generator().manual_seed(seed)
+    bits = None if config.act == "float" else config.bits
     if config.model == "lenet5":
-        return LeNet5(num_classes, config.bits, config.alpha, config.ste, generator=generator)
+        return LeNet5(num_classes, bits, config.alpha, config.ste, generator=generator)
     if config.model == "two_layer":
-        return TwoLayerNet(in_features, num_classes, config.units_per_class, config.bits,
+        return TwoLayerNet(in_features, num_classes, config.units_per_class, bits,
                            config.alpha, config.ste, config.second_layer, config.init_scale,
                            generator=generator)
-    return MLP(in_features, config.hidden, num_classes, config.bits, config.alpha, config.ste,
+    return MLP(in_features, config.hidden, num_classes, bits, config.alpha, config.ste,
                config.batchnorm, generator=generator)

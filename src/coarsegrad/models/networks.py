@@ -5,6 +5,8 @@
   each class's units (a fixed block of ones) or is trained.
 * :class:`MLP` — in → hidden → classes, optional batch-norm without affine before σ.
 
+``bits=None`` gives the float baseline of each network: plain ReLU for σ.
+
 Every constructor takes an optional ``torch.Generator`` for its initial weights and
 never touches the global RNG.
 """
@@ -46,6 +48,11 @@ def make_linear(
     return init_linear(layer, generator)
 
 
+def _activation(bits: int | None, alpha: float | None, ste: str | STE) -> nn.Module:
+    """σ: the b-bit staircase with its STE, or plain ReLU when ``bits`` is None (float baseline)."""
+    return nn.ReLU() if bits is None else QuantReLU(bits, alpha, ste)
+
+
 class TwoLayerNet(nn.Module):
     """o = V·σ(Wx), W ∈ R^{K·m × d}, V ∈ R^{K × K·m}; σ the b-bit staircase with an STE.
 
@@ -59,7 +66,7 @@ class TwoLayerNet(nn.Module):
         in_features: int,
         num_classes: int,
         units_per_class: int,
-        bits: int = 2,
+        bits: int | None = 2,
         alpha: float | None = None,
         ste: str | STE = "clipped_relu",
         second_layer: Literal["fixed", "trained"] = "fixed",
@@ -79,7 +86,7 @@ class TwoLayerNet(nn.Module):
         hidden = num_classes * units_per_class
         w = torch.randn(hidden, in_features, generator=generator) * (init_scale / math.sqrt(in_features))
         self.W = nn.Parameter(w)
-        self.act = QuantReLU(bits, alpha, ste)
+        self.act = _activation(bits, alpha, ste)
         block = torch.repeat_interleave(torch.eye(num_classes), units_per_class, dim=1)
         if second_layer == "trained":
             self.V = nn.Parameter(block)
@@ -102,7 +109,7 @@ class MLP(nn.Module):
         in_features: int,
         hidden: int,
         num_classes: int,
-        bits: int = 2,
+        bits: int | None = 2,
         alpha: float | None = None,
         ste: str | STE = "clipped_relu",
         batchnorm: bool = False,
@@ -115,7 +122,7 @@ class MLP(nn.Module):
         _positive_int("num_classes", num_classes)
         self.fc1 = make_linear(in_features, hidden, generator)
         self.norm = nn.BatchNorm1d(hidden, affine=False) if batchnorm else nn.Identity()
-        self.act = QuantReLU(bits, alpha, ste)
+        self.act = _activation(bits, alpha, ste)
         self.fc2 = make_linear(hidden, num_classes, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,7 +155,7 @@ class LeNet5(nn.Module):
         hidden = _positive_int("hidden", hidden)
 
         def act() -> nn.Module:
-            return nn.ReLU() if bits is None else QuantReLU(bits, alpha, ste)
+            return _activation(bits, alpha, ste)
 
         self.features = nn.Sequential(
             _conv(1, c1, generator), nn.BatchNorm2d(c1, affine=False), act(), nn.MaxPool2d(2),
