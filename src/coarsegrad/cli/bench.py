@@ -1,6 +1,9 @@
 """``coarsegrad bench``: time quantized training against its baselines in one process.
 
-Prints a table of medians, ratios and the speed goals (met / not met); ``--json FILE``
+Prints a table of medians, ratios and the speed goals (met / not met), then the synthetic
+full-batch step (the paper's problem) against a plain PyTorch loop on 1 and 2 threads
+(:mod:`coarsegrad.bench.synthetic`; ``--synthetic-only`` runs just that). Nothing is
+written unless asked: ``--json FILE``
 also writes the record with the machine description and the load average before and
 after, ``--markdown FILE`` the table. Numbers are only comparable on an otherwise idle machine: check the load.
 """
@@ -28,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", choices=("auto", "mnist", "random"), default=None,
                    help="auto: MNIST when found, else random data of that shape")
     p.add_argument("--no-brevitas", action="store_true", help="skip the Brevitas baseline")
+    p.add_argument("--synthetic-only", action="store_true",
+                   help="only the synthetic full-batch step against a plain PyTorch loop (1 and 2 threads)")
     p.add_argument("--inference", nargs="+", default=None, metavar="RUN_DIR",
                    help="instead: inference throughput of trained MNIST runs (fp32 PyTorch, fp32 ONNX, "
                         "int8 ONNX) on the test set; needs the export extra")
@@ -35,8 +40,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from coarsegrad.bench.synthetic import format_synthetic, synthetic_step_bench
+
     if args.inference:
         return run_inference(args)
+    synthetic_kw = {"steps": 200, "repeats": args.repeats or 2} if args.quick else {"repeats": args.repeats or 5}
+    if args.synthetic_only:
+        record = {"command": " ".join(["coarsegrad"] + sys.argv[1:]), "machine": machine(),
+                  "synthetic": synthetic_step_bench(**synthetic_kw), "loadavg_after": load_average()}
+        text = format_synthetic(record["synthetic"])
+        print(text)
+        _write(args, record, text)
+        return 0
     base = QUICK if args.quick else BenchConfig()
     changes: dict[str, object] = {"brevitas": not args.no_brevitas}
     for name in ("hidden", "samples", "repeats", "data"):
@@ -46,17 +61,23 @@ def run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(base, **changes)
     record: dict = {"command": " ".join(["coarsegrad"] + sys.argv[1:]), "machine": machine()}
     record.update(run_bench(config, log=lambda message: print(message, file=sys.stderr, flush=True)))
+    record["synthetic"] = synthetic_step_bench(**synthetic_kw)
     record["loadavg_after"] = load_average()
     print(format_table(record))
     print()
+    print(format_synthetic(record["synthetic"]))
     print(format_machine(record))
+    _write(args, record, format_markdown(record) + "\n" + format_synthetic(record["synthetic"]))
+    return 0
+
+
+def _write(args: argparse.Namespace, record: dict, markdown: str) -> None:
     if args.json:
         atomic_write_json(args.json, record)
         print(f"wrote {args.json}")
     if args.markdown:
-        atomic_write_text(args.markdown, format_markdown(record))
+        atomic_write_text(args.markdown, markdown)
         print(f"wrote {args.markdown}")
-    return 0
 
 
 def run_inference(args: argparse.Namespace) -> int:

@@ -27,8 +27,8 @@ ENGINES = ("auto", "torch", "int", "int8", "onnx", "onnx-int8")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="accuracy, confusion matrix and throughput of a model")
     p.add_argument("path", metavar="RUN_DIR_OR_FILE", help="run directory, checkpoint, integer or .onnx file")
-    p.add_argument("--data", default=None, choices=DATASETS,
-                   help="synthetic | mnist | fashion-mnist | kmnist (default: the dataset the model was trained on)")
+    p.add_argument("--data", default=None, metavar="|".join(DATASETS),
+                   help="the data to evaluate on (default: the dataset the model was trained on)")
     p.add_argument("--split", choices=("train", "test"), default="test", help="image data split (default: test)")
     p.add_argument("--data-dir", default=None, help="folder holding the image data set")
     p.add_argument("--engine", choices=ENGINES, default="auto", help="(default: the file's own)")
