@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for name in STUDIES:
         q = studies.add_parser(name, help=HELP[name])
         q.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
-        q.add_argument("--out", default=None, help=f"output folder (default runs/theory/{name}; the committed record: --out results/theory/{name})")
+        q.add_argument("--out", default=None,
+                       help=f"output folder (default runs/theory/{name}; the committed record: --out results/theory/{name})")
         q.add_argument("--from-records", action="store_true",
                        help="only remake the tables and plots from OUT/results.json")
         if name in ("angles", "landscape", "repelled"):

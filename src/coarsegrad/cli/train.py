@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train one network and write a run record. Defaults depend on --data: "
                                    "synthetic = the paper's setting (configs/synthetic.toml: full-batch, lr 1.0, "
                                    "<= 10000 steps, stop at 100%% training accuracy); mnist, fashion-mnist, "
-                                   "kmnist = configs/images.toml (momentum SGD, batch 128, lr 0.1, cosine, "
+                                   "kmnist = configs/images.toml (MLP, momentum SGD, batch 128, lr 0.1, cosine, "
                                    "3 epochs). Flags and --config override them.")
     p.add_argument("--out", default=None, help="run directory (default: runs/train-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -105,6 +105,19 @@ class StopOnSignal:
                          "(send it again to abort without saving)\n")
 
 
+def resolve_configs(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """Flags over ``--config`` over the data's defaults (:func:`data_defaults`), field by field."""
+    preset = load_preset(args.config) if args.config else {}
+    data_name = args.data or preset.get("data", {}).get("data", "synthetic")
+    base = overlay(data_defaults(data_name), preset)
+    train_base = dict(base["train"])
+    if args.epochs is not None or args.steps is not None:  # a flag replaces the preset's budget
+        train_base.pop("steps", None)
+        train_base.pop("epochs", None)
+    return (dataclass_from_flags(DataConfig, args, base["data"]), dataclass_from_flags(ModelConfig, args, base["model"]),
+            dataclass_from_flags(TrainConfig, args, train_base))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise ConfigError("checkpoint_every", f"must be >= 0, got {args.checkpoint_every}")
@@ -113,16 +126,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if args.resume is not None:
         return _resume(args)
-    preset = load_preset(args.config) if args.config else {}
-    data_name = args.data or preset.get("data", {}).get("data", "synthetic")
-    base = overlay(data_defaults(data_name), preset)
-    data = dataclass_from_flags(DataConfig, args, base["data"])
-    model = dataclass_from_flags(ModelConfig, args, base["model"])
-    train_base = dict(base["train"])
-    if args.epochs is not None or args.steps is not None:  # a flag replaces the preset's budget
-        train_base.pop("steps", None)
-        train_base.pop("epochs", None)
-    train = dataclass_from_flags(TrainConfig, args, train_base)
+    data, model, train = resolve_configs(args)
     out = args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")
     return _train(args, data, model, train, out, resume=False, checkpoint_every=args.checkpoint_every or 0)
 

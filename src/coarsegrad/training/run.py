@@ -35,7 +35,6 @@ from coarsegrad.training.loop import History, TrainConfig, evaluate, train
 from coarsegrad.training.metrics import MetricsFile, TensorBoardLog
 from coarsegrad.training.state import CHECKPOINT_NAME, TrainState, load_train_state, save_train_state, truncate_metrics
 
-
 SUMMARY_VERSION = 1
 SUMMARY_KEYS = ("schema_version", "status", "steps", "final_loss", "train_acc", "test_loss", "test_acc",
                 "perfect_step", "seconds", "data", "resumed_from_step", "diverged_step", "diverged_parameter")
