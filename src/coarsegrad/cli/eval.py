@@ -6,7 +6,8 @@ RUN_DIR_OR_FILE: a run directory, a checkpoint, an integer-model file or an ``.o
 file. ``--data`` defaults to the dataset the model was trained on (from its run config);
 evaluating on another dataset needs ``--data`` and the result says so. ``--engine``
 converts a PyTorch model on the fly (``int``, ``int8``, ``onnx``, ``onnx-int8``); the
-default runs the file as it is. Throughput is the median over ``--repeats`` timed passes over the whole set, after one warm-up pass.
+default runs the file as it is. Throughput is the median over ``--repeats`` timed passes
+over the whole set, after one warm-up pass.
 """
 
 from __future__ import annotations
