@@ -170,10 +170,13 @@ def _accumulate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk: int,
 def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk_size: int = 8192) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` on (X, y), in chunks, without gradients.
 
-    Raises :class:`DataError` on unusable data (NaN/inf in X, bad labels) and when the
-    model's outputs are not finite (non-finite weights): never a NaN loss with an accuracy.
+    Raises :class:`DataError` on unusable data (NaN/inf in X, bad labels), on non-finite
+    weights and on non-finite outputs: never a NaN loss beside an accuracy.
     """
     check_data(X, y)
+    bad = first_nonfinite(model)
+    if bad is not None:
+        raise DataError("model", f"parameter {bad!r} has non-finite values")
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
