@@ -21,12 +21,15 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from coarsegrad.config import DataConfig, ModelConfig, load_preset
 from coarsegrad.models.build import build_model
+from coarsegrad.models.networks import TwoLayerNet
+from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.training.loop import TrainConfig, train
 from coarsegrad.training.metrics import MetricsFile
 from coarsegrad.training.run import build_data
@@ -45,13 +48,13 @@ def plain_loop(X: torch.Tensor, y: torch.Tensor, W0: torch.Tensor, V: torch.Tens
         act = proxy + (torch.clamp(torch.ceil(h / alpha), 0, top) * alpha - proxy).detach()
         loss = F.cross_entropy(act @ V.t(), y)
         W.grad = None
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         with torch.no_grad():
-            W -= lr * W.grad
+            W -= lr * W.grad  # type: ignore[operator]
     return W.detach()
 
 
-def synthetic_step_bench(steps: int = 1000, repeats: int = 5, threads: tuple[int, ...] = (1, 2)) -> dict:
+def synthetic_step_bench(steps: int = 1000, repeats: int = 5, threads: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """Per-step seconds of ``ours`` and ``plain`` and their ratio, per thread count."""
     preset = load_preset("synthetic")
     data, model_cfg = DataConfig(**preset["data"]), ModelConfig(**preset["model"])
@@ -59,7 +62,8 @@ def synthetic_step_bench(steps: int = 1000, repeats: int = 5, threads: tuple[int
     run_data = build_data(data, config.seed)
     X, y = run_data.x_train, run_data.y_train
     start = build_model(model_cfg, X.shape[1], run_data.num_classes, config.seed + 1)
-    alpha = float(start.act.alpha)
+    assert isinstance(start, TwoLayerNet) and isinstance(start.act, QuantReLU)
+    alpha, W0, V = float(start.act.alpha), start.W.detach(), start.V
 
     def ours() -> float:
         net = build_model(model_cfg, X.shape[1], run_data.num_classes, config.seed + 1)
@@ -72,7 +76,7 @@ def synthetic_step_bench(steps: int = 1000, repeats: int = 5, threads: tuple[int
 
     def plain() -> float:
         began = time.perf_counter()
-        plain_loop(X, y, start.W, start.V, model_cfg.bits, alpha, config.lr, steps)
+        plain_loop(X, y, W0, V, model_cfg.bits, alpha, config.lr, steps)
         return (time.perf_counter() - began) / steps
 
     before = torch.get_num_threads()
@@ -96,7 +100,7 @@ def synthetic_step_bench(steps: int = 1000, repeats: int = 5, threads: tuple[int
             "log_every": config.log_every, "rows": rows}
 
 
-def format_synthetic(result: dict) -> str:
+def format_synthetic(result: dict[str, Any]) -> str:
     """The result as a small markdown table."""
     lines = [f"Synthetic full-batch step ({result['steps']} steps × {result['repeats']} repeats, "
              f"log_every {result['log_every']}): coarsegrad train loop vs a plain PyTorch loop",

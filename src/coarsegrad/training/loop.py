@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
@@ -127,7 +127,7 @@ class History:
     final_acc: float | None = None
     interrupted: bool = False
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -209,7 +209,7 @@ def train(
     y: torch.Tensor,
     config: TrainConfig,
     *,
-    on_log: Callable[[dict], None] | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
     checkpoint_every: int = 0,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     resume: TrainState | None = None,

@@ -58,7 +58,7 @@ class RunData:
     x_test: torch.Tensor | None
     y_test: torch.Tensor | None
     num_classes: int
-    record: dict
+    record: dict[str, Any]
 
 
 def build_data(config: DataConfig, seed: int, device: str = "cpu") -> RunData:
@@ -75,7 +75,7 @@ def build_data(config: DataConfig, seed: int, device: str = "cpu") -> RunData:
                    {"name": "synthetic", "data_seed": data_seed})
 
 
-def resolved_config(data: DataConfig, model: ModelConfig, train_cfg: TrainConfig) -> dict:
+def resolved_config(data: DataConfig, model: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:
     """The config as saved: every field explicit, alpha resolved to its value."""
     model_dict = dataclasses.asdict(model)
     if model_dict["alpha"] is None and model.act == "quant":
@@ -84,7 +84,7 @@ def resolved_config(data: DataConfig, model: ModelConfig, train_cfg: TrainConfig
     return {"data": dataclasses.asdict(data), "model": model_dict, "train": dataclasses.asdict(train_cfg)}
 
 
-def save_model(path: Path, model: nn.Module, config: dict) -> None:
+def save_model(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
     """Weights (and buffers) as safetensors; the resolved config as JSON metadata."""
     tensorfile.save(path, dict(model.state_dict()), {"config": json.dumps(config, sort_keys=True)})
 
@@ -99,7 +99,7 @@ def load_run_config(out: str | Path) -> tuple[DataConfig, ModelConfig, TrainConf
         raise ConfigError("resume", f"{path} is not a run config ({exc})") from None
 
 
-def _resume_state(out: Path, config: dict) -> TrainState | dict | None:
+def _resume_state(out: Path, config: dict[str, Any]) -> TrainState | dict[str, Any] | None:
     """The checkpoint to resume from, the summary of a completed run, or None (start afresh:
     a run stopped before its first checkpoint)."""
     try:
@@ -123,7 +123,7 @@ def _resume_state(out: Path, config: dict) -> TrainState | dict | None:
 
 
 def make_summary(status: str, history: History | None, run_data: RunData, model: nn.Module | None,
-                 resumed_from: int | None, chunk_size: int = 8192, diverged: TrainingDiverged | None = None) -> dict:
+                 resumed_from: int | None, chunk_size: int = 8192, diverged: TrainingDiverged | None = None) -> dict[str, Any]:
     """The summary dict (:data:`SUMMARY_KEYS`): the final weights evaluated on the whole
     training split (and the test split when there is one)."""
     summary: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
@@ -148,7 +148,7 @@ def make_summary(status: str, history: History | None, run_data: RunData, model:
 def run_training(data: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
                  out: str | Path, progress: bool = True, *, checkpoint_every: int | None = None,
                  resume: bool = False, device: str = "cpu", stop: Callable[[], bool] | None = None,
-                 tensorboard: bool = False) -> dict:
+                 tensorboard: bool = False) -> dict[str, Any]:
     """Train once and write the run record to ``out``; returns the summary dict.
 
     ``checkpoint_every`` N > 0 writes ``out/checkpoint.safetensors`` every N steps (None:
@@ -186,7 +186,7 @@ def run_training(data: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfi
     bar = Progress(train_cfg.total_steps(X.shape[0]), "train", enabled=progress)
     resumed_from = None if state is None else state.step
 
-    def on_log(record: dict) -> None:
+    def on_log(record: dict[str, Any]) -> None:
         metrics.append(record)
         if board is not None:
             board.log(record)
