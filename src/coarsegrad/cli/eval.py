@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     classes = int(max(logits.shape[1], y.max() + 1))
     matrix = confusion_matrix(y.astype(np.int64), pred.astype(np.int64), classes)
     result = {
-        "path": str(artifact.path), "engine": artifact.kind, "data": description, "samples": int(len(y)),
+        "path": str(artifact.path), "engine": artifact.kind, "data": description, "trained_on": trained_on,
+        "samples": int(len(y)),
         "accuracy": float((pred == y).mean()), "correct": int((pred == y).sum()),
         "confusion_matrix": matrix.tolist(), "samples_per_s": len(y) / statistics.median(times),
         "repeats": args.repeats,

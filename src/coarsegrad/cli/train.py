@@ -99,6 +99,7 @@ class StopOnSignal:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
             self.__exit__()
+            sys.stderr.write("coarsegrad train: aborted; this step was not saved (the last checkpoint, if any, was)\n")
             raise KeyboardInterrupt
         self.signum = signum
         sys.stderr.write(f"\ncoarsegrad train: {signal.Signals(signum).name}: saving a checkpoint after this step "
