@@ -1,6 +1,6 @@
 # Two entry points, each doing all set-up on a fresh machine with Python 3 and make:
-#   make reproduce   create .venv, install, run the paper's experiments (quick mode)
-#   make test        create .venv with the test extras, run the tests
+#   make reproduce   create .venv, install, run the paper's experiments in quick mode (writes runs/reproduce)
+#   make test        create .venv with the test extras, run lint (ruff), types (mypy) and the tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,6 +23,8 @@ reproduce: $(VENV)/.installed-plot
 	$(BIN)/coarsegrad reproduce --quick --out runs/reproduce
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 clean:

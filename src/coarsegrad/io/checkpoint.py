@@ -1,11 +1,11 @@
 """Checkpoints: weights as safetensors plus a JSON header that rebuilds the model.
 
-The header (metadata key ``coarsegrad.io.checkpoint``) holds the architecture, the input
+The header (metadata key ``coarsegrad.checkpoint``) holds the architecture, the input
 and output sizes, the model config (bits, α resolved, STE used in training, …),
 optional input normalisation (mean, std), a pointer to the training run record, the
 expected name/shape/dtype of every tensor and a SHA-256 digest of
 (header without the digest ‖ tensor bytes in name order). Loading never unpickles:
-it rebuilds the model from the header with :func:`coarsegrad.training.run.build_model` and
+it rebuilds the model from the header with :func:`coarsegrad.models.build_model` and
 accepts the file only if every tensor matches; anything else is a :class:`DataError`.
 
 ``load_checkpoint`` also reads the ``model.safetensors`` of a ``coarsegrad train`` run

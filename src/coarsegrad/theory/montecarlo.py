@@ -80,8 +80,8 @@ def monte_carlo(
     mean = total / samples
     var = (total_sq / samples - mean * mean) * samples / (samples - 1)
     se = torch.sqrt(torch.clamp(var, min=0.0) / samples).numpy()
-    mean = mean.numpy()
-    return MonteCarloEstimate(float(mean[0]), float(se[0]), mean[1:].copy(), se[1:].copy(), samples)
+    mean_np = mean.numpy()
+    return MonteCarloEstimate(float(mean_np[0]), float(se[0]), mean_np[1:].copy(), se[1:].copy(), samples)
 
 
 def standard_error_ok(estimate: float | NDArray, se: float | NDArray, exact: float | NDArray,

@@ -250,4 +250,4 @@ def optimal_v_at(r: float, theta: float, teacher: Teacher) -> Array:
     ones = np.ones((m, m))
     A = (s2 - s1 * s1) * np.eye(m) + s1 * s1 * ones
     B = (c - s1 * t1) * np.eye(m) + s1 * t1 * ones
-    return np.linalg.solve(A, B @ teacher.v_star)
+    return np.asarray(np.linalg.solve(A, B @ teacher.v_star), dtype=np.float64)

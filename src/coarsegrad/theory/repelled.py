@@ -28,6 +28,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -100,9 +101,10 @@ class RepelledConfig:
             raise ConfigError("eval_at", f"must include 0 and stay within 0..{self.steps}, got {self.eval_at}")
 
     @classmethod
-    def quick(cls, **kw: object) -> "RepelledConfig":
-        return cls(**{"hidden": 64, "seeds": 1, "lrs": (0.5,), "steps": 30, "train_subset": 3000,
-                      "pretrain": {**PRETRAIN, "epochs": 1}, **kw})
+    def quick(cls, **kw: Any) -> "RepelledConfig":
+        params: dict[str, Any] = {"hidden": 64, "seeds": 1, "lrs": (0.5,), "steps": 30, "train_subset": 3000,
+                      "pretrain": {**PRETRAIN, "epochs": 1}, **kw}
+        return cls(**params)
 
 
 def _positive(name: str, value: object) -> None:
@@ -143,8 +145,8 @@ def _accumulate(model: nn.Module, fast: FastStep | None, X: torch.Tensor, y: tor
     """Set p.grad = coarse gradient of the mean CE over ``rows`` (all if None); (Σ CE, #correct)."""
     model.zero_grad(set_to_none=True)
     if fast is not None:
-        loss_sum, correct = fast.accumulate(X, y, rows, 1.0 / (X.shape[0] if rows is None else rows.shape[0]))
-        return float(loss_sum), int(correct)
+        fast_loss, fast_correct = fast.accumulate(X, y, rows, 1.0 / (X.shape[0] if rows is None else rows.shape[0]))
+        return float(fast_loss), int(fast_correct)
     xs, ys = (X, y) if rows is None else (X[rows], y[rows])
     loss_sum, correct = 0.0, 0
     for start in range(0, xs.shape[0], chunk):
@@ -196,7 +198,7 @@ def continue_training(start: nn.Module, ste: str, lr: float, splits: DatasetSpli
     order, position = torch.arange(n), n
     records: list[dict] = []
     for step in range(cfg.steps + 1):
-        if step in cfg.eval_at:
+        if cfg.eval_at is not None and step in cfg.eval_at:
             g = coarse_gradient_norms(model, x, y, cfg.chunk_size)
             test_loss, test_acc = evaluate(model, splits.x_test, splits.y_test, cfg.chunk_size)
             records.append({"study": "repelled_point", "ste": get_ste(ste).name, "lr": float(lr),

@@ -62,14 +62,14 @@ def angles_markdown(records: list[dict]) -> str:
                 for t in thetas]
         out.append(f"\n## cosine(E[g_μ], ∂f/∂w) versus θ, {title}\n\n" + table(header, rows))
     near = [r for r in grid if r["theta"] >= math.pi - 0.011]
-    cell = {(r["v_mode"], r["theta"] > math.pi - 1e-9, r["ste"], r["bits"]): r for r in near}
+    near_cell = {(r["v_mode"], r["theta"] > math.pi - 1e-9, r["ste"], r["bits"]): r for r in near}
     rows = []
     for s in stes:
         for b in bits:
             row = [s, str(b)]
             for v_mode in ("teacher", "optimal"):
                 for at_pi in (False, True):
-                    r = cell[(v_mode, at_pi, s, b)]
+                    r = near_cell[(v_mode, at_pi, s, b)]
                     row.append(f"{_sign(r['inner'], r['inner_se'])} ({fmt(r['inner'], '+.2e')})")
             rows.append(row)
     out.append("\n## Sign of ⟨E[g_μ], ∂f/∂w⟩ near θ = π (+ means −E[g_μ] is a descent direction)\n\n"

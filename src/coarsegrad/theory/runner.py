@@ -12,6 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 from coarsegrad.errors import ConfigError
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
@@ -33,7 +34,7 @@ def _config_class(study: str) -> type:
 
 def make_config(study: str, quick: bool = False, **overrides: object) -> object:
     """The study's config: its ``quick()`` preset or its defaults, with ``overrides`` (validated)."""
-    cls = _config_class(study)
+    cls: Any = _config_class(study)
     return cls.quick(**overrides) if quick else cls(**overrides)
 
 

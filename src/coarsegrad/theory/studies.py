@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,10 +77,11 @@ class AnglesConfig:
                 raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
 
     @classmethod
-    def quick(cls, **kw: object) -> "AnglesConfig":
-        return cls(**{"grid_points": 8, "samples": 1 << 14, "sweep_seeds": 2, "sweep_radii": (1.0,),
+    def quick(cls, **kw: Any) -> "AnglesConfig":
+        params: dict[str, Any] = {"grid_points": 8, "samples": 1 << 14, "sweep_seeds": 2, "sweep_radii": (1.0,),
                       "sweep_points": 12, "sweep_samples": 1 << 12, "traj_steps": 60,
-                      "traj_every": 20, "traj_samples": 1 << 11, **kw})
+                      "traj_every": 20, "traj_samples": 1 << 11, **kw}
+        return cls(**params)
 
 
 def grid_thetas(points: int) -> np.ndarray:
@@ -162,8 +164,9 @@ class GeometryConfig:
             _positive(name, getattr(self, name))
 
     @classmethod
-    def quick(cls, **kw: object) -> "GeometryConfig":
-        return cls(**{"settings": ((4, "clipped_relu", 4, 3.0),), "seeds": 2, "steps": 150, **kw})
+    def quick(cls, **kw: Any) -> "GeometryConfig":
+        params: dict[str, Any] = {"settings": ((4, "clipped_relu", 4, 3.0),), "seeds": 2, "steps": 150, **kw}
+        return cls(**params)
 
 
 def run_geometry(cfg: GeometryConfig) -> list[dict]:
@@ -218,9 +221,10 @@ class LandscapeConfig:
             _positive("workers", self.workers)
 
     @classmethod
-    def quick(cls, **kw: object) -> "LandscapeConfig":
-        return cls(**{"units": (4,), "lrs": (3.0,), "bits": (4,), "stes": ("clipped_relu", "identity"),
-                      "seeds": 2, "steps": 100, **kw})
+    def quick(cls, **kw: Any) -> "LandscapeConfig":
+        params: dict[str, Any] = {"units": (4,), "lrs": (3.0,), "bits": (4,), "stes": ("clipped_relu", "identity"),
+                      "seeds": 2, "steps": 100, **kw}
+        return cls(**params)
 
 
 def run_landscape(cfg: LandscapeConfig) -> list[dict]:

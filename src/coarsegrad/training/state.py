@@ -14,7 +14,7 @@ Restoring it and running steps ``step … total−1`` gives the same floats, bit
 never stopping (same device, torch build and thread count).
 
 File format (:func:`save_train_state`, atomic): safetensors with tensors ``model.<name>``,
-``optim.<param index>.<key>``, ``rng`` and ``order``; metadata key ``coarsegrad.training.state``
+``optim.<param index>.<key>``, ``rng`` and ``order``; metadata key ``coarsegrad.train_state``
 = JSON {version, step, position, window, history, lr per group, non-tensor optimizer
 state, extra}. Python floats survive JSON exactly (shortest round-trip repr).
 """
