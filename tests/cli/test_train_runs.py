@@ -117,6 +117,17 @@ def test_resume_a_run_killed_before_its_first_checkpoint(tmp_path, capsys):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 12  # log_every 10: the synthetic default
 
 
+def test_resume_accepts_a_config_written_before_the_new_fields(tmp_path, capsys):
+    out = tmp_path / "old"
+    assert run_cli(capsys, "train", *TINY, "--steps", 30, "--lr", 0.5, "--out", out)[0] == 0
+    config = json.loads((out / "config.json").read_text())
+    del config["model"]["act"], config["train"]["stop_at_perfect_every"]  # as an older version wrote it
+    (out / "config.json").write_text(json.dumps(config))
+    (out / "summary.json").unlink()
+    code, stdout, err = run_cli(capsys, "train", "--resume", out, "--quiet")
+    assert code == 0 and "steps=" in stdout, err
+
+
 def _start(out, *extra):
     cmd = [sys.executable, "-m", "coarsegrad.cli.main", "train", *TINY, "--steps", "100000000", "--lr", "0.05",
            "--no-stop-at-perfect", "--log-every", "1", "--out", str(out), *extra]

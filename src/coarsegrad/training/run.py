@@ -102,9 +102,11 @@ def load_run_config(out: str | Path) -> tuple[DataConfig, ModelConfig, TrainConf
 def _resume_state(out: Path, config: dict[str, Any]) -> TrainState | dict[str, Any] | None:
     """The checkpoint to resume from, the summary of a completed run, or None (start afresh:
     a run stopped before its first checkpoint)."""
-    try:
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    if not (out / "config.json").is_file():
+        return None
+    try:  # re-resolved, so a record written before a field existed compares with its default
+        saved = json.loads(json.dumps(resolved_config(*load_run_config(out))))
+    except ConfigError:
         return None
     if saved != json.loads(json.dumps(config)):
         raise ConfigError("resume", f"{out}/config.json differs from the requested config")
