@@ -170,3 +170,16 @@ def test_library_entry_point_still_works():
     X, y = problem()
     h = cg.train(net(), X, y, cg.TrainConfig(lr=1.0, steps=5))
     assert h.final_acc is not None and h.steps_run <= 5
+
+
+def test_resume_at_a_check_step_keeps_the_stop_rule():
+    X, y = problem()
+    config = TrainConfig(lr=1.0, batch_size=8, epochs=200, stop_at_perfect_every=5)
+    whole, states = net(), []
+    h = train(whole, X, y, config, checkpoint_every=5, on_checkpoint=states.append)
+    assert h.perfect_step is not None and h.perfect_step >= 10
+    resumed = net(seed=7)
+    h2 = train(resumed, X, y, config, resume=next(s for s in states if s.step == h.perfect_step))
+    assert h2.perfect_step == h.perfect_step and h2.steps_run == h.steps_run
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -263,7 +263,8 @@ def train(
             if on_checkpoint is not None:
                 on_checkpoint(capture())
             break
-        if check_every and step % check_every == 0 and step > first and evaluate(model, X, y)[1] == 1.0:
+        if check_every and step % check_every == 0 and step > 0 \
+                and evaluate(model, X, y, config.chunk_size)[1] == 1.0:
             history.perfect_step = step
             break
         optimizer.zero_grad(set_to_none=True)
