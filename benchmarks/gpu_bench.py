@@ -3,11 +3,14 @@
     python benchmarks/gpu_bench.py [--out results/bench/gpu.json]       # one GPU, < 5 min
     python benchmarks/gpu_bench.py --dry-run                            # tiny sizes, CPU ok
 
-Measures, for MLP 784 → H → 10 with the 2-bit staircase and the clipped-ReLU STE
-(exact codes, :class:`coarsegrad.quant.kernels.EagerQuantizer`), SGD momentum 0.9:
+Measures the library's own training step — :class:`coarsegrad.MLP` 784 → H → 10 with the
+2-bit staircase and the clipped-ReLU STE, its :class:`coarsegrad.training.fast.FastStep`
+(exact codes, :class:`coarsegrad.quant.kernels.EagerQuantizer`) and the library optimizer,
+SGD momentum 0.9:
 
 1. one batch-1024 epoch at H = 512 (⌊N/1024⌋ steps captured as ONE CUDA graph: gather,
-   forward, backward, momentum update), fp32 / tf32 / bf16 matmuls, median of repeats;
+   forward, backward, momentum update), fp32 / tf32 matmuls and a pure-bfloat16 model,
+   median of repeats;
 2. the full-batch epoch (one step over all N rows, one graph) at H = 512;
 3. the quantized activation's forward + backward against ReLU's on 10⁷ elements
    (eager exact kernels, the torch.compile-fused ones, and the autograd function);
@@ -16,8 +19,8 @@ Measures, for MLP 784 → H → 10 with the 2-bit staircase and the clipped-ReLU
 
 Writes a JSON record with the card name. NOT YET RUN ON A GPU: written and checked in
 ``--dry-run`` on CPU only (CUDA graphs and bf16 paths are exercised only on CUDA);
-``tests/test_gpu_bench_script.py`` checks on the CPU that its fp32 step equals autograd
-through :class:`coarsegrad.MLP` with ``torch.optim.SGD`` (momentum 0.9) to 1e-4.
+``tests/bench/test_gpu_bench_script.py`` checks on the CPU that its fp32 step equals
+autograd through :class:`coarsegrad.MLP` with ``torch.optim.SGD`` (momentum 0.9) to 1e-4.
 """
 
 from __future__ import annotations
@@ -30,71 +33,51 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
-from coarsegrad import get_ste, optimal_alpha, quantized_relu, staircase_codes
-from coarsegrad.models.networks import make_linear
+from coarsegrad import MLP, ActQuant, TrainConfig, quantized_relu
 from coarsegrad.quant.kernels import EagerQuantizer
+from coarsegrad.training.fast import fast_step
+from coarsegrad.training.loop import make_optimizer
 
 
 class Trainer:
-    """MLP weights, momentum buffers and static buffers for ``rows``-row steps; every
-    op in :meth:`step` is capturable (no host sync, no Python-side data dependence)."""
+    """The library's training step on device-resident data: :class:`coarsegrad.MLP`
+    784 → H → 10 (2-bit, clipped ReLU, α from its ActQuant), its
+    :class:`~coarsegrad.training.fast.FastStep` and the library optimizer
+    (:func:`~coarsegrad.training.loop.make_optimizer`, SGD momentum 0.9, fused) with the
+    learning rate held as a device tensor so that a captured graph reads the schedule.
+    Every op in :meth:`step` is capturable (no host sync, no Python-side data
+    dependence). ``precision="bf16"`` runs the same step with weights and data in bfloat16."""
 
     def __init__(self, X, y, hidden, rows, lr, precision, seed=0):
         dev = X.device
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         gen = torch.Generator().manual_seed(seed)
-        fc1, fc2 = make_linear(X.shape[1], hidden, gen), make_linear(hidden, 10, gen)
-        self.params = [t.detach().to(dev).contiguous() for t in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)]
-        self.grads = [torch.zeros_like(p) for p in self.params]
-        self.bufs = [torch.zeros_like(p) for p in self.params]
-        self.alpha = optimal_alpha(2)
-        self.quant = EagerQuantizer(2, self.alpha, get_ste("clipped_relu"), torch.float32, dev)
-        self.X, self.y, self.lr, self.precision = X, y, torch.tensor(lr, device=dev), precision
-        self.Xlow = X.to(torch.bfloat16) if precision == "bf16" else X
-        self.xb = torch.empty(rows, X.shape[1], device=dev, dtype=self.Xlow.dtype)
-        self.yb = torch.empty(rows, dtype=torch.int64, device=dev)
-        self.h = torch.empty(rows, hidden, device=dev)
-        self.codes, self.scratch = torch.empty_like(self.h), torch.empty_like(self.h)
-        self.minus_one = torch.full((rows, 1), -1.0, device=dev)
-        self.loss = torch.zeros((), device=dev)
+        self.model = MLP(X.shape[1], hidden, 10, generator=gen, quant=ActQuant(2, None, "clipped_relu"))
+        self.model.to(device=dev, dtype=dtype)
+        self.X, self.y = X.to(dtype), y
+        self.fast = fast_step(self.model, self.X, y, chunk_size=rows)
+        if self.fast is None:
+            raise RuntimeError("the library's fast step does not cover this model/dtype/device")
+        self.params = list(self.model.parameters())  # fc1.weight, fc1.bias, fc2.weight, fc2.bias
+        self.optimizer = make_optimizer(self.params, TrainConfig(optimizer="momentum", lr=lr, momentum=0.9))
+        self.lr = torch.tensor(lr, device=dev)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        self.alpha = self.model.act.alpha
+        self.loss = torch.zeros((), dtype=torch.float64, device=dev)
         self.correct = torch.zeros((), dtype=torch.int64, device=dev)
-
-    def _mm(self, a, b, out):
-        """out = a @ b, in bf16 with an fp32 result when precision is bf16."""
-        if self.precision == "bf16":
-            out.copy_(torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16)))
-        else:
-            torch.mm(a, b, out=out)
-        return out
 
     def step(self, idx):
         """One SGD-momentum step on the rows ``idx`` (a static device tensor)."""
-        w1, b1, w2, b2 = self.params
-        gw1, gb1, gw2, gb2 = self.grads
-        x = torch.index_select(self.Xlow, 0, idx, out=self.xb)
-        y = torch.index_select(self.y, 0, idx, out=self.yb)
-        h = self._mm(x, w1.t(), self.h).add_(b1)
-        mask = self.quant.forward(h, self.codes, self.scratch)
-        out = torch.addmm(b2, self.codes, w2.t(), alpha=self.alpha)
-        logp = torch.log_softmax(out, 1)
-        self.loss += F.nll_loss(logp, y, reduction="sum")
-        self.correct += (out.argmax(1) == y).sum()
-        g = logp.exp_().scatter_add_(1, y.unsqueeze(1), self.minus_one).div_(idx.shape[0])
-        torch.mm(g.t(), self.codes, out=gw2).mul_(self.alpha)
-        torch.sum(g, 0, out=gb2)
-        dh = self.quant.backward(torch.mm(g, w2, out=self.scratch), self.h, mask)
-        self._mm(dh.t(), x, gw1)
-        torch.sum(dh, 0, out=gb1)
-        torch._foreach_mul_(self.bufs, 0.9)
-        torch._foreach_add_(self.bufs, self.grads)
-        torch._foreach_sub_(self.params, torch._foreach_mul(self.bufs, self.lr))
+        loss, correct = self.fast.accumulate(self.X, self.y, idx, 1.0 / idx.shape[0])
+        self.loss += loss
+        self.correct += correct
+        self.optimizer.step()
 
     @torch.no_grad()
     def accuracy(self, X, y):
-        w1, b1, w2, b2 = self.params
-        codes = staircase_codes(X @ w1.t() + b1, 2, self.alpha)
-        return float(((codes @ w2.t() * self.alpha + b2).argmax(1) == y).float().mean())
+        return float((self.model(X.to(self.X.dtype)).argmax(1) == y).float().mean())
 
 
 class Epoch:
@@ -153,9 +136,10 @@ def timed(fn, repeats, cuda):
 
 
 def compiled_forward(eager):
-    """One fused torch.compile kernel: codes (the arithmetic of EagerQuantizer's L > 3
-    path, exact for every L) and the clipped-ReLU indicator as uint8."""
-    top, alpha, q = eager.top, eager.alpha, eager.q
+    """A candidate kernel measured against the library's (never used for training): one
+    fused torch.compile kernel with the codes of EagerQuantizer's ``correct`` path (ceil
+    rounding, exact for every L) and the clipped-ReLU indicator as uint8."""
+    top, alpha, q = eager.top, eager.alpha, eager.quant.q_max
 
     def fused(h, codes, mask):
         u = torch.clamp(h, 0.0, top)
@@ -172,10 +156,10 @@ def activation_bench(n, repeats, device, cuda):
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(n, generator=gen, device=device)
     grad = torch.randn(n, generator=gen, device=device)
-    alpha, ste = optimal_alpha(2), get_ste("clipped_relu")
+    quant = ActQuant(2, None, "clipped_relu")
     h, codes, scratch = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
     flags = torch.empty(n, dtype=torch.uint8, device=device)
-    eager = EagerQuantizer(2, alpha, ste, torch.float32, device)
+    eager = EagerQuantizer(quant, torch.float32, device)
 
     def relu():
         y = torch.relu(x)
@@ -191,7 +175,7 @@ def activation_bench(n, repeats, device, cuda):
 
     def autograd():
         xr = x.detach().requires_grad_()
-        quantized_relu(xr, 2, alpha, ste).backward(grad)
+        quantized_relu(xr, quant).backward(grad)
 
     out = {"elements": n, "relu_s": timed(relu, repeats, cuda), "copy_s": timed(copy_only, repeats, cuda),
            "ours_eager_incl_2_copies_s": timed(ours_eager, repeats, cuda),

@@ -30,3 +30,26 @@ def boundary_inputs(bits, alpha):
     k = np.arange(2**bits) * alpha
     eps = 1e-9
     return np.concatenate([k, k + eps, k - eps, [0.0, q, q + eps, q - eps, -3.0, 2 * q, 10 * q, 1e-300]])
+
+
+OFFSETS = {"ceil": 0.0, "nearest": 0.5, "floor": 1.0}
+
+
+def numpy_thresholds(bits, alpha, rounding, dtype):
+    """t_j = fl((j + o)·fl(α)) in ``dtype`` (NumPy float32 or float64), j = 0..L−1."""
+    dtype = np.dtype(dtype)
+    m = np.arange(2**bits - 1, dtype=dtype) + dtype.type(OFFSETS[rounding])
+    return m * dtype.type(alpha)
+
+
+def numpy_codes(x, bits, alpha, rounding="ceil"):
+    """c(x) = #{j : x > t_j}, NaN for NaN, counted by comparisons against every threshold."""
+    x = np.asarray(x)
+    t = numpy_thresholds(bits, alpha, rounding, x.dtype)
+    c = (x[..., None] > t).sum(-1).astype(x.dtype)
+    return np.where(np.isnan(x), np.nan, c).astype(x.dtype)
+
+
+def numpy_staircase_formula(x, bits, alpha, rounding="ceil"):
+    """σ by the textbook formula α·clip(⌈x/α − o⌉, 0, L) (right-closed steps; away from edges)."""
+    return alpha * np.clip(np.ceil(x / alpha - OFFSETS[rounding]), 0, 2**bits - 1)

@@ -4,11 +4,12 @@ Implements Long, Yin & Xin, "Learning Quantized Neural Nets by Coarse Gradient M
 for Non-linear Classification" (arXiv 2011.11256). Public API::
 
     import coarsegrad as cg
-    cg.staircase(x, bits, alpha)          # σ(x) = α·clip(⌈x/α⌉, 0, 2^b − 1)
-    cg.optimal_alpha(bits)                # MSE-optimal step for a half-Gaussian input
+    q = cg.ActQuant(bits=2, alpha=None, ste="clipped_relu", rounding="ceil")  # the spec
+    cg.staircase(x, q)                    # σ(x) = α·c(x); ceil: α·clip(⌈x/α⌉, 0, 2^b − 1)
+    cg.optimal_alpha(bits, "nearest")     # MSE-optimal step for a half-Gaussian input
     cg.get_ste("clipped_relu")            # identity | relu | clipped_relu | log_tailed_relu
-    cg.quantized_relu(x, bits, alpha, ste)
-    cg.TwoLayerNet(...), cg.MLP(...), cg.train(model, X, y, cg.TrainConfig(...))
+    cg.quantized_relu(x, q), cg.QuantReLU(q), cg.quantize_model(model, q)
+    cg.TwoLayerNet(..., quant=q), cg.MLP(...), cg.train(model, X, y, cg.TrainConfig(...))
     cg.load_dataset("mnist", "train")     # uint8 [N,28,28], int64 [N] from IDX files
     cg.prepare_dataset("mnist")           # both splits normalised, [N,784], on a device
     cg.save_checkpoint(path, model, config=...), cg.load_checkpoint(path)
@@ -25,16 +26,18 @@ from coarsegrad.errors import ConfigError, DataError, InputError, TrainingDiverg
 from coarsegrad.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from coarsegrad.models.coarse import coarse_gradient
 from coarsegrad.models.networks import MLP, TwoLayerNet
-from coarsegrad.quant.autograd import QuantReLU, StaircaseSTEFunction, quantize_model, quantized_relu
-from coarsegrad.quant.staircase import optimal_alpha, q_max, staircase, staircase_codes
-from coarsegrad.quant.ste import (
-    BUILTIN_STES,
-    STE,
-    custom_ste,
-    get_ste,
-    is_monotone,
-    monotone_violations,
+from coarsegrad.quant.autograd import (
+    QuantReLU,
+    StaircaseSTEFunction,
+    quantize_model,
+    quantized_relu,
+    staircase,
+    staircase_codes,
 )
+from coarsegrad.quant.monotone import is_monotone, monotone_violations
+from coarsegrad.quant.spec import ActQuant
+from coarsegrad.quant.staircase import optimal_alpha
+from coarsegrad.quant.ste import BUILTIN_STES, STE, custom_ste, get_ste, ste_table
 from coarsegrad.training.loop import History, TrainConfig, evaluate, train
 from coarsegrad.training.state import TrainState, load_train_state, save_train_state
 
@@ -44,9 +47,11 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "unknown"
 
 __all__ = [
-    "BUILTIN_STES", "ConfigError", "DataError", "DatasetSplits", "History", "InputError", "MLP",
-    "QuantReLU", "STE", "StaircaseSTEFunction", "TrainConfig", "TrainState", "TrainingDiverged", "TwoLayerNet",
-    "coarse_gradient", "custom_ste", "evaluate", "get_ste", "export", "is_monotone", "load_checkpoint", "load_dataset",
-    "monotone_violations", "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "q_max",
-    "quantize_model", "quantized_relu", "load_train_state", "save_checkpoint", "save_train_state", "staircase", "staircase_codes", "train",
+    "ActQuant", "BUILTIN_STES", "coarse_gradient", "ConfigError", "custom_ste", "DataError",
+    "DatasetSplits", "evaluate", "export", "get_ste", "History", "InputError", "is_monotone",
+    "load_checkpoint", "load_dataset", "load_train_state", "MLP", "monotone_violations",
+    "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "quantize_model", "quantized_relu",
+    "QuantReLU", "save_checkpoint", "save_train_state", "staircase", "staircase_codes",
+    "StaircaseSTEFunction", "STE", "ste_table", "train", "TrainConfig", "TrainingDiverged",
+    "TrainState", "TwoLayerNet",
 ]

@@ -23,13 +23,14 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-from coarsegrad.quant.staircase import check_alpha, check_bits
+from coarsegrad.quant.spec import ActQuant
+from coarsegrad.quant.staircase import ROUNDING_OFFSET, check_alpha, check_bits, check_rounding
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
 MODELS = ("two_layer", "mlp", "lenet5")
 ACTS = ("quant", "float")
-CHOICES = {"data": DATASETS, "model": MODELS, "ste": tuple(BUILTIN_STES)}
+CHOICES = {"data": DATASETS, "model": MODELS, "ste": tuple(BUILTIN_STES), "rounding": tuple(ROUNDING_OFFSET)}
 
 
 @dataclass
@@ -60,9 +61,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Which network. ``alpha`` None means ``optimal_alpha(bits)``. ``act="float"``: the
-    float baseline, plain ReLU in place of every quantized activation (``bits``,
-    ``alpha`` and ``ste`` are then unused)."""
+    """Which network. The activation is ``act_quant()``: bits, alpha, ste and rounding
+    (``alpha`` None resolves as :class:`~coarsegrad.quant.spec.ActQuant` does for this
+    rounding: for ceil, ``optimal_alpha(bits)``). ``act="float"``: the float baseline,
+    plain ReLU in place of every quantized activation (bits, alpha, ste, rounding unused)."""
 
     model: str = "two_layer"
     units_per_class: int = 20
@@ -73,6 +75,7 @@ class ModelConfig:
     bits: int = 2
     alpha: float | None = None
     ste: str = "clipped_relu"
+    rounding: str = "ceil"
     act: Literal["quant", "float"] = "quant"
 
     def __post_init__(self) -> None:
@@ -84,12 +87,17 @@ class ModelConfig:
         if self.alpha is not None:
             self.alpha = check_alpha(self.alpha)
         get_ste(self.ste)
+        check_rounding(self.rounding)
         if self.second_layer not in ("fixed", "trained"):
             raise ConfigError("second_layer", f"must be 'fixed' or 'trained', got {self.second_layer!r}")
         for name in ("units_per_class", "hidden"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+    def act_quant(self) -> ActQuant:
+        """The activation spec of these fields (α resolved for ``alpha=None``)."""
+        return ActQuant(self.bits, self.alpha, self.ste, self.rounding)  # type: ignore[arg-type]
 
 
 def _parse_optional(kind: type) -> Any:

@@ -22,15 +22,20 @@ def gpu_bench():
     return module
 
 
-def test_trainer_steps_equal_autograd_sgd_momentum(gpu_bench):
+def _run_both(gpu_bench, mutate=None):
+    """6 steps of the script's trainer and of autograd + torch SGD momentum from equal weights;
+    returns (trainer params, reference params, start)."""
     gen = torch.Generator().manual_seed(0)
     X, y = torch.randn(512, 784, generator=gen), torch.randint(0, 10, (512,), generator=gen)
     hidden, rows, lr = 48, 128, 0.05
     trainer = gpu_bench.Trainer(X, y, hidden, rows, lr, "fp32")
+    if mutate is not None:
+        mutate(trainer)
     model = cg.MLP(784, hidden, 10, bits=2, ste="clipped_relu", generator=torch.Generator().manual_seed(3))
     ours = [model.fc1.weight, model.fc1.bias, model.fc2.weight, model.fc2.bias]
     assert model.act.alpha == trainer.alpha
-    torch._foreach_copy_(trainer.params, [p.detach() for p in ours])
+    with torch.no_grad():
+        torch._foreach_copy_(trainer.params, [p.detach() for p in ours])
     start = [p.detach().clone() for p in ours]
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     for _step in range(6):
@@ -39,10 +44,37 @@ def test_trainer_steps_equal_autograd_sgd_momentum(gpu_bench):
         optimizer.zero_grad()
         F.cross_entropy(model(X[idx]), y[idx]).backward()
         optimizer.step()
-    for got, want, before in zip(trainer.params, ours, start, strict=False):
-        assert float((want.detach() - before).abs().max()) > 1e-3  # really trained
-        torch.testing.assert_close(got, want.detach(), rtol=1e-4, atol=1e-5)
     assert float(trainer.loss) > 0 and 0 <= int(trainer.correct) <= 6 * rows
+    return [p.detach() for p in trainer.params], [p.detach() for p in ours], start
+
+
+def test_trainer_steps_equal_autograd_sgd_momentum(gpu_bench):
+    got, want, start = _run_both(gpu_bench)
+    for g, w, before in zip(got, want, start, strict=True):
+        assert float((w - before).abs().max()) > 1e-3  # really trained
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_is_the_library_step(gpu_bench):
+    from coarsegrad.training.fast import FastStep
+
+    gen = torch.Generator().manual_seed(0)
+    X, y = torch.randn(64, 784, generator=gen), torch.randint(0, 10, (64,), generator=gen)
+    trainer = gpu_bench.Trainer(X, y, 16, 32, 0.01, "fp32")
+    assert type(trainer.fast) is FastStep and isinstance(trainer.model, cg.MLP)
+    assert not hasattr(gpu_bench, "staircase_codes") and "EagerQuantizer(2" not in SCRIPT.read_text()
+
+
+def test_a_changed_momentum_is_detected(gpu_bench):
+    """The comparison can fail: the same trainer with momentum 0.8 does not match."""
+    def mutate(trainer):
+        for group in trainer.optimizer.param_groups:
+            group["momentum"] = 0.8
+
+    got, want, _ = _run_both(gpu_bench, mutate)
+    with pytest.raises(AssertionError):
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
 def test_epoch_covers_floor_n_over_b_batches_of_distinct_rows(gpu_bench):

@@ -17,16 +17,17 @@ from coarsegrad.io import tensorfile
 
 
 @pytest.mark.parametrize("int8", [False, True])
-def test_integer_file_round_trip_is_exact(int8, tmp_path, gen):
-    model = bn_mlp(10, 12, 3, 2, gen)
+@pytest.mark.parametrize("rounding", ["ceil", "floor"])
+def test_integer_file_round_trip_is_exact(int8, rounding, tmp_path, gen):
+    model = bn_mlp(10, 12, 3, 2, gen, rounding)
     integer = to_integer(model, weights="int8", input_range=(-2, 3)) if int8 else to_integer(model)
     save_integer(tmp_path / "m.int", integer, {"architecture": "mlp", "tensors": {"dropped": 1}})
     loaded, meta = load_integer(tmp_path / "m.int")
     for name in ("w1", "b1", "w2", "b2", "w1_scale"):
         a, b = getattr(integer, name), getattr(loaded, name)
         assert (a is None and b is None) or (a.dtype == b.dtype and np.array_equal(a, b))
-    assert (loaded.bits, loaded.alpha, loaded.input_lo, loaded.input_step, loaded.input_zero) == (
-        integer.bits, integer.alpha, integer.input_lo, integer.input_step, integer.input_zero)
+    assert (loaded.bits, loaded.alpha, loaded.rounding, loaded.input_lo, loaded.input_step, loaded.input_zero) == (
+        integer.bits, integer.alpha, rounding, integer.input_lo, integer.input_step, integer.input_zero)
     assert meta["header"] == {"architecture": "mlp"}
     x = torch.randn(64, 10, generator=gen).numpy()
     assert np.array_equal(loaded.codes(x), integer.codes(x))

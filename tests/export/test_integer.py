@@ -20,6 +20,8 @@ from coarsegrad.export import IntegerModel, threshold_codes, to_integer
 from coarsegrad.export.agreement import agreement, torch_outputs
 
 ALPHAS = [(1, None), (2, None), (4, None), (4, 0.1), (3, 1 / 3), (8, 0.01), (2, 0.7)]
+ROUNDINGS = ["ceil", "nearest", "floor"]
+OFFSET = {"ceil": 0.0, "nearest": 0.5, "floor": 1.0}
 
 
 def _alpha(bits, alpha):
@@ -36,35 +38,39 @@ def test_cg_export_is_reachable_without_onnx():
 
 
 @pytest.mark.parametrize("bits,alpha", ALPHAS)
-def test_threshold_codes_match_count_oracle_and_staircase_codes_at_boundaries(bits, alpha):
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_threshold_codes_match_count_oracle_and_staircase_codes_at_boundaries(bits, alpha, rounding):
     alpha = _alpha(bits, alpha)
+    quant = cg.ActQuant(bits, alpha, rounding=rounding)
     z = boundary_values(bits, alpha)
-    ours = threshold_codes(z, bits, alpha)
-    assert np.array_equal(ours, count_oracle(z, bits, alpha))
-    torch_codes = cg.staircase_codes(torch.from_numpy(z), bits, alpha).numpy()
+    ours = threshold_codes(z, quant)
+    assert np.array_equal(ours, count_oracle(z, bits, alpha, rounding))
+    torch_codes = cg.staircase_codes(torch.from_numpy(z), quant).numpy()
     assert np.array_equal(ours, torch_codes.astype(np.uint8))
     a = np.float32(alpha)
     levels = (1 << bits) - 1
-    for j in range(levels + 1):  # right-closed steps: c(fl(jα)) = j, just above is j + 1 (capped)
-        edge = np.float32(np.float32(j) * a)
-        assert threshold_codes(np.array([edge]), bits, alpha)[0] == j
+    for j in range(levels):  # right-closed steps: c(t_j) = j, just above is j + 1
+        edge = np.float32(np.float32(j + OFFSET[rounding]) * a)
+        assert threshold_codes(np.array([edge]), quant)[0] == j
         above = np.nextafter(edge, np.float32(np.inf))
-        assert threshold_codes(np.array([above]), bits, alpha)[0] == min(j + 1, levels)
-    assert threshold_codes(np.array([0.0, -0.0, -5.0], np.float32), bits, alpha).tolist() == [0, 0, 0]
+        assert threshold_codes(np.array([above]), quant)[0] == j + 1
+    assert threshold_codes(np.array([0.0, -0.0, -5.0], np.float32), quant).tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("bits,alpha", ALPHAS)
 @pytest.mark.parametrize("builder", [identity_two_layer, identity_mlp])
-def test_engine_codes_equal_torch_codes_exactly_on_boundary_inputs(bits, alpha, builder, gen):
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_engine_codes_equal_torch_codes_exactly_on_boundary_inputs(bits, alpha, builder, rounding, gen):
     alpha = _alpha(bits, alpha)
-    model = builder(6, bits, alpha, gen)
+    model = builder(6, bits, alpha, gen, rounding)
     x = boundary_inputs(bits, alpha, 6, gen)
     integer = to_integer(model)
+    assert integer.rounding == rounding and integer.quant.levels == model.act.quant.levels
     ref = torch_outputs(model, x)
     assert np.array_equal(ref.preact, x)  # z = x exactly: the test inputs hit the edges
     codes = integer.codes(x)
     assert np.array_equal(codes, ref.codes)
-    assert np.array_equal(codes, count_oracle(x, bits, alpha))
+    assert np.array_equal(codes, count_oracle(x, bits, alpha, rounding))
     np.testing.assert_allclose(integer.logits(x), ref.logits, rtol=1e-5, atol=1e-4)
     assert np.array_equal(integer.predict(x), ref.logits.argmax(1))
 
@@ -93,8 +99,9 @@ def test_integer_form_of_fixed_two_layer_net_is_alpha_times_block_of_ones(gen):
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4])
-def test_bn_mlp_codes_agree_except_near_threshold(bits, gen):
-    model = bn_mlp(30, 64, 5, bits, gen)
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_bn_mlp_codes_agree_except_near_threshold(bits, rounding, gen):
+    model = bn_mlp(30, 64, 5, bits, gen, rounding)
     x = (torch.randn(3000, 30, generator=gen) * 2 + 0.5).numpy()
     report = agreement(model, to_integer(model), x)
     counts = report["torch_vs_engine"]

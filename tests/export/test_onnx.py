@@ -34,15 +34,16 @@ def test_graph_uses_standard_operators_only(int8, gen):
 
 @pytest.mark.parametrize("bits,alpha", BOUNDARY_CASES)
 @pytest.mark.parametrize("builder", [identity_two_layer, identity_mlp])
-def test_onnx_codes_exact_on_boundary_inputs(bits, alpha, builder, gen):
+@pytest.mark.parametrize("rounding", ["ceil", "nearest", "floor"])
+def test_onnx_codes_exact_on_boundary_inputs(bits, alpha, builder, rounding, gen):
     alpha = cg.optimal_alpha(bits) if alpha is None else alpha
-    model = builder(6, bits, alpha, gen)
+    model = builder(6, bits, alpha, gen, rounding)
     x = boundary_inputs(bits, alpha, 6, gen)
     integer = to_integer(model)
     ort = onnx_outputs(_session(integer), x)
     ref = torch_outputs(model, x)
     assert np.array_equal(ort.preact, x)
-    assert np.array_equal(ort.codes, count_oracle(x, bits, alpha))
+    assert np.array_equal(ort.codes, count_oracle(x, bits, alpha, rounding))
     assert np.array_equal(ort.codes, ref.codes)
     assert np.array_equal(ort.pred, ref.pred)
     assert np.array_equal(ort.pred, integer.predict(x))
@@ -60,8 +61,9 @@ def test_plain_ceil_is_not_exact_at_the_edges(gen):
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4])
-def test_torch_onnx_engine_agree_on_random_data(bits, gen):
-    model = bn_mlp(40, 96, 6, bits, gen)
+@pytest.mark.parametrize("rounding", ["ceil", "nearest", "floor"])
+def test_torch_onnx_engine_agree_on_random_data(bits, rounding, gen):
+    model = bn_mlp(40, 96, 6, bits, gen, rounding)
     x = (torch.randn(4000, 40, generator=gen) * 2 + 0.5).numpy()
     integer = to_integer(model)
     report = agreement(model, integer, x, session=_session(integer))
@@ -86,8 +88,9 @@ def test_fixed_two_layer_ties_are_the_only_prediction_differences(gen):
     assert np.array_equal(eng.pred, sums.argmax(axis=1))
 
 
-def test_int8_onnx_equals_int8_engine(gen):
-    model = bn_mlp(40, 96, 6, 2, gen)
+@pytest.mark.parametrize("rounding", ["ceil", "nearest", "floor"])
+def test_int8_onnx_equals_int8_engine(rounding, gen):
+    model = bn_mlp(40, 96, 6, 2, gen, rounding)
     x = (torch.rand(3000, 40, generator=gen) * 6 - 3).numpy()
     integer = to_integer(model, weights="int8", input_range=(-3.0, 3.0))
     report = agreement(model, integer, x, y=model(torch.from_numpy(x)).argmax(1).numpy(),

@@ -149,7 +149,9 @@ def test_tensors_that_do_not_fit_the_header(saved, tmp_path, change, match):
 @pytest.mark.parametrize("change,match", [
     (lambda h: h["model"].__setitem__("hidden", 9), "fc1.weight"),
     (lambda h: h.__setitem__("bits", 3), "inconsistent"),
-    (lambda h: (h.__setitem__("alpha", 0.5), h["model"].__setitem__("alpha", 0.5)), "SHA-256"),
+    (lambda h: (h.__setitem__("alpha", 0.5), h["model"].__setitem__("alpha", 0.5),
+                h["quant"].__setitem__("alpha", 0.5)), "SHA-256"),
+    (lambda h: h["quant"].__setitem__("rounding", "floor"), "inconsistent"),
     (lambda h: h.__setitem__("normalization", {"mean": 0.0, "std": 1.0}), "SHA-256"),
     (lambda h: h["model"].__setitem__("ste", "no_such_ste"), "does not describe"),
     (lambda h: h["model"].__setitem__("surprise", 1), "does not describe"),

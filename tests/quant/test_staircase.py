@@ -90,3 +90,39 @@ def test_optimal_alpha_is_the_minimum(bits):
     mses = [numpy_mse(a, bits, n=100001) for a in grid]
     assert abs(grid[int(np.argmin(mses))] - best) <= 0.006 * best
     assert half_gaussian_mse(best, bits) <= min(half_gaussian_mse(a, bits) for a in grid) + 1e-12
+
+
+@pytest.mark.parametrize("rounding", ["ceil", "nearest", "floor"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("alpha", [None, 0.1, 0.3, 1 / 3, 1.2221])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_at_every_threshold_for_every_rounding(rounding, bits, alpha, dtype):
+    """c(t_j) = j and c(t_j⁺) = j + 1 at t_j = fl((j + o)α), by staircase, staircase_codes and
+    autograd, equal to the NumPy count oracle on the thresholds and their neighbours."""
+    from oracles import numpy_codes, numpy_thresholds
+
+    quant = cg.ActQuant(bits, alpha, rounding=rounding)
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    t = torch.from_numpy(numpy_thresholds(bits, quant.alpha, rounding, np_dtype))
+    inf = torch.tensor(math.inf, dtype=dtype)
+    x = torch.cat([t, torch.nextafter(t, inf), torch.nextafter(t, -inf), torch.tensor([0.0, -1.0, 1e9], dtype=dtype)])
+    want = torch.from_numpy(numpy_codes(x.numpy(), bits, quant.alpha, rounding))
+    j = torch.arange(quant.levels, dtype=dtype)
+    assert torch.equal(want[: quant.levels], j) and torch.equal(want[quant.levels: 2 * quant.levels], j + 1)
+    assert torch.equal(cg.staircase_codes(x, quant), want)
+    assert torch.equal(cg.staircase(x, quant), want * quant.alpha)
+    xr = x.clone().requires_grad_()
+    assert torch.equal(cg.quantized_relu(xr, quant).detach(), want * quant.alpha)
+
+
+@pytest.mark.parametrize("rounding", ["ceil", "nearest", "floor"])
+def test_rounding_matches_the_textbook_formula_away_from_edges(rounding, gen):
+    from oracles import numpy_staircase_formula
+
+    alpha = 0.37
+    x = torch.randn(20000, dtype=torch.float64, generator=gen) * 3
+    frac = (x / alpha) - torch.floor(x / alpha)
+    x = x[((frac - 0.5).abs() > 1e-6) & (frac > 1e-6) & (frac < 1 - 1e-6)]
+    for bits in (1, 2, 4):
+        got = cg.staircase(x, cg.ActQuant(bits, alpha, rounding=rounding)).numpy()
+        np.testing.assert_array_equal(got, numpy_staircase_formula(x.numpy(), bits, alpha, rounding))

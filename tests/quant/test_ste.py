@@ -14,8 +14,10 @@ def test_derivative_and_proxy_against_numpy(name, bits):
     x = boundary_inputs(bits, alpha)
     ste = cg.get_ste(name)
     t = torch.tensor(x, dtype=torch.float64)
-    np.testing.assert_array_equal(ste.dmu(t, bits, alpha).numpy(), numpy_dmu(name, x, q))
-    np.testing.assert_allclose(ste.mu(t, bits, alpha).numpy(), numpy_mu(name, x, q), rtol=0, atol=1e-15)
+    spec = cg.ActQuant(bits, alpha, name)
+    np.testing.assert_array_equal(spec.dmu(t).numpy(), numpy_dmu(name, x, q))
+    np.testing.assert_array_equal(ste.derivative(t, q).numpy(), numpy_dmu(name, x, q))
+    np.testing.assert_allclose(spec.mu(t).numpy(), numpy_mu(name, x, q), rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", list(cg.BUILTIN_STES))
@@ -26,8 +28,8 @@ def test_derivative_is_slope_of_proxy(name, gen):
     q = 3 * alpha
     x = x[((x.abs() > 1e-3) & ((x - q).abs() > 1e-3))]
     h = 1e-6
-    slope = (ste.mu(x + h, bits, alpha) - ste.mu(x - h, bits, alpha)) / (2 * h)
-    torch.testing.assert_close(slope, ste.dmu(x, bits, alpha), rtol=1e-6, atol=1e-6)
+    slope = (ste.mu(x + h, q) - ste.mu(x - h, q)) / (2 * h)
+    torch.testing.assert_close(slope, cg.ActQuant(bits, alpha, ste).dmu(x), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["relu", "clipped_relu", "log_tailed_relu"])
@@ -35,8 +37,9 @@ def test_custom_ste_integrates_its_derivative(name):
     builtin = cg.get_ste(name)
     custom = cg.custom_ste("mine", builtin.derivative)
     x = torch.tensor(boundary_inputs(2, 0.65), dtype=torch.float64)
-    torch.testing.assert_close(custom.mu(x, 2, 0.65), builtin.mu(x, 2, 0.65), rtol=0, atol=1e-12)
-    assert custom.indicator is None
+    q = 3 * 0.65
+    torch.testing.assert_close(custom.mu(x, q), builtin.mu(x, q), rtol=0, atol=1e-12)
+    assert not custom.is_indicator and custom.interval(q) is None
 
 
 def test_monotone_class():
@@ -69,3 +72,50 @@ def test_unknown_ste_lists_valid_names():
 def test_custom_ste_needs_a_callable():
     with pytest.raises(cg.ConfigError):
         cg.custom_ste("x", 3.0)
+
+
+ORACLE_INTERVALS = {"identity": (-np.inf, np.inf), "relu": (0.0, np.inf), "clipped_relu": (0.0, "q")}
+
+
+@pytest.mark.parametrize("name", list(cg.BUILTIN_STES))
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_description_derives_mask_derivative_and_interval(name, bits):
+    alpha = cg.optimal_alpha(bits)
+    q = (2**bits - 1) * alpha
+    x = boundary_inputs(bits, alpha)
+    ste = cg.get_ste(name)
+    t = torch.tensor(x, dtype=torch.float64)
+    np.testing.assert_array_equal(ste.derivative(t, q).numpy(), numpy_dmu(name, x, q))
+    if name == "log_tailed_relu":
+        assert not ste.is_indicator and ste.interval(q) is None
+        return
+    assert ste.is_indicator
+    np.testing.assert_array_equal(ste.indicator(t, q).numpy(), numpy_dmu(name, x, q) == 1)
+    lo, hi = ORACLE_INTERVALS[name]
+    assert ste.interval(q) == (lo, q if hi == "q" else hi)
+    from coarsegrad.theory.expected import indicator_interval
+
+    assert indicator_interval(name, q) == ste.interval(q)
+    assert indicator_interval(name, cg.ActQuant(bits, alpha, name)) == ste.interval(q)
+
+
+def test_pieces_with_closed_and_open_ends():
+    Piece = cg.quant.Piece
+    ste = cg.STE("band", pieces=(Piece(0.0, 1.0, 1.0, lo_closed=True, hi_closed=False),
+                                 Piece(1.0, np.inf, 0.25, "¼", lo_closed=True)))
+    x = torch.tensor([-1.0, 0.0, 0.5, 2.0, 3.0, 10.0], dtype=torch.float64)
+    assert ste.derivative(x, 2.0).tolist() == [0.0, 1.0, 1.0, 0.25, 0.25, 0.25]
+    assert ste.interval(2.0) is None and not ste.is_indicator
+    assert ste.derivative_text() == "1 on [0, q), ¼ on [q, ∞)"
+    with pytest.raises(cg.ConfigError):
+        Piece(1.0, 0.0)
+    with pytest.raises(cg.ConfigError):
+        Piece(0.0, 2.0)
+
+
+def test_module_docstring_table_is_the_rendered_table():
+    import coarsegrad.quant.ste as ste_module
+
+    doc_table = [line.strip() for line in ste_module.__doc__.splitlines() if line.strip().startswith("|")]
+    assert doc_table == cg.ste_table().splitlines()
+    assert "1{0 < x ≤ q}" in cg.ste_table() and "1/(x − q + 1) on (q, ∞)" in cg.ste_table()

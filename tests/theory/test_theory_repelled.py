@@ -1,5 +1,6 @@
 """The repelled study on a tiny synthetic data set: records, shared start point, gradient oracle."""
 
+import dataclasses
 import json
 import math
 
@@ -96,7 +97,7 @@ def test_recorded_norm_equals_an_independent_autograd_gradient(tiny_run):
     rec = next(r for r in records if r["study"] == "repelled_point" and r["seed"] == 1 and r["step"] == 0
                and r["ste"] == "log_tailed_relu")
     assert weights_sha256(model) == rec["weights_sha256"]
-    model.act.ste = get_ste("log_tailed_relu")
+    model.act.quant = dataclasses.replace(model.act.quant, ste=get_ste("log_tailed_relu"))
     loss = F.cross_entropy(model(data.x_train), data.y_train)  # mean loss, plain autograd
     grads = torch.autograd.grad(loss, list(model.parameters()))
     norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))

@@ -1,14 +1,18 @@
 """The fast training step against the autograd path and the library quantizer."""
 
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import coarsegrad as cg
+import coarsegrad.quant
 from coarsegrad.models.networks import LeNet5
 from coarsegrad.quant.kernels import EagerQuantizer, kernel_alpha_ok
 from coarsegrad.training.fast import fast_step, model_layout
+from oracles import numpy_codes, numpy_dmu, numpy_thresholds
 
 STES = ["identity", "relu", "clipped_relu", "log_tailed_relu"]
 
@@ -26,65 +30,125 @@ def boundary_inputs(bits, alpha, dtype):
     return torch.cat([ks, up, down, special, rand])
 
 
+ROUNDINGS = ["ceil", "nearest", "floor"]
+
+
+def boundary_inputs_for(quant, dtype):
+    """boundary_inputs plus every threshold t_j = fl((j + o)α) of ``quant`` and its neighbours."""
+    t = torch.tensor(numpy_thresholds(quant.bits, quant.alpha, quant.rounding,
+                                      np.float32 if dtype == torch.float32 else np.float64), dtype=dtype)
+    inf = torch.tensor(math.inf, dtype=dtype)
+    return torch.cat([boundary_inputs(quant.bits, quant.alpha, dtype), t, torch.nextafter(t, inf),
+                      torch.nextafter(t, -inf)])
+
+
+def numpy_dmu_of(quant, x):
+    """μ′ in x's dtype, q rounded to it (as a tensor-by-scalar comparison rounds it)."""
+    xn = x.numpy()
+    return torch.from_numpy(np.asarray(numpy_dmu(quant.ste.name, xn, xn.dtype.type(quant.q_max)), dtype=xn.dtype))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("alpha", [None, 0.1, 0.3, 1.0, 3.7, 1e-3, 123.456])
-def test_eager_codes_equal_staircase_codes_at_every_boundary(dtype, bits, alpha):
-    alpha = cg.optimal_alpha(bits) if alpha is None else alpha
-    assert kernel_alpha_ok(bits, alpha, dtype)
-    x = boundary_inputs(bits, alpha, dtype)
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_eager_codes_equal_numpy_oracle_at_every_threshold(dtype, bits, alpha, rounding):
+    base = cg.ActQuant(bits, alpha, rounding=rounding)
+    assert kernel_alpha_ok(base, dtype)
+    x = boundary_inputs_for(base, dtype)
+    want = torch.from_numpy(numpy_codes(x.numpy(), bits, base.alpha, rounding))
     for ste in STES:
-        quant = EagerQuantizer(bits, alpha, cg.get_ste(ste), dtype)
+        quant = dataclasses.replace(base, ste=ste)
+        kernel = EagerQuantizer(quant, dtype)
         h = x.clone().unsqueeze(0)
         codes, scratch = torch.empty_like(h), torch.empty_like(h)
-        factor = quant.forward(h, codes, scratch)
-        # NaN stays NaN, as in staircase_codes (a diverged run keeps its NaN loss)
-        torch.testing.assert_close(codes[0], cg.staircase_codes(x, bits, alpha), rtol=0, atol=0,
-                                   equal_nan=True)
-        if factor is not None and cg.get_ste(ste).indicator is not None:
+        factor = kernel.forward(h, codes, scratch)
+        # NaN stays NaN (a diverged run keeps its NaN loss)
+        torch.testing.assert_close(codes[0], want, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(cg.staircase_codes(x, quant), want, rtol=0, atol=0, equal_nan=True)
+        if factor is not None and quant.ste.is_indicator:
             assert factor.dtype == torch.bool  # one byte per element
         grad = torch.ones_like(h)
-        quant.backward(grad, h, factor)  # dσ = 1 gives m itself
+        kernel.backward(grad, h, factor)  # dσ = 1 gives m itself
         finite = ~x.isnan()
-        assert torch.equal(grad[0][finite], cg.get_ste(ste).dmu(x, bits, alpha)[finite])
+        assert torch.equal(grad[0][finite], numpy_dmu_of(quant, x)[finite])
+        # the autograd function: same codes, backward = dσ·μ′ (NaN rows excepted)
+        xr = x.clone().requires_grad_()
+        y = cg.quantized_relu(xr, quant)
+        torch.testing.assert_close(y.detach(), want * quant.alpha, rtol=0, atol=0, equal_nan=True)
+        y.backward(torch.ones_like(x))
+        assert torch.equal(xr.grad[finite], numpy_dmu_of(quant, x)[finite])
+
+
+def test_custom_ste_through_the_kernels_and_autograd():
+    decay = cg.custom_ste("decay", lambda x, q: ((x > 0) & (x <= 2 * q)) * (1 - x / (2 * q)))
+    quant = cg.ActQuant(2, 0.4, decay, "nearest")
+    x = boundary_inputs_for(quant, torch.float64)
+    x = x[x.isfinite()]  # the user's μ′ gives 0·∞ = NaN at ±∞
+    xn = x.numpy()
+    q = 3 * 0.4
+    want = np.where((xn > 0) & (xn <= 2 * q), 1 - xn / (2 * q), 0.0)
+    kernel = EagerQuantizer(quant, torch.float64)
+    assert kernel.mode is None
+    h = x.clone().unsqueeze(0)
+    factor = kernel.forward(h, torch.empty_like(h), torch.empty_like(h))
+    grad = kernel.backward(torch.ones_like(h), h, factor)
+    np.testing.assert_allclose(grad[0].numpy(), want, rtol=0, atol=1e-15)
+    xr = x.clone().requires_grad_()
+    cg.quantized_relu(xr, quant).backward(torch.ones_like(x))
+    np.testing.assert_allclose(xr.grad.numpy(), want, rtol=0, atol=1e-15)
 
 
 def test_boundary_cases_cover_every_kernel_path():
-    paths = {EagerQuantizer(bits, alpha, cg.get_ste("relu"), dtype).path
-             for bits in (1, 2, 4) for alpha in (0.3, 3.7) for dtype in (torch.float32, torch.float64)}
+    paths = {EagerQuantizer(cg.ActQuant(bits, alpha, "relu", rounding), dtype).path
+             for bits in (1, 2, 4) for alpha in (0.3, 3.7) for dtype in (torch.float32, torch.float64)
+             for rounding in ROUNDINGS}
     assert paths == {"ceil", "count", "correct"}
+    for rounding in ROUNDINGS:  # every rounding reaches the correction path somewhere
+        assert any(EagerQuantizer(cg.ActQuant(bits, alpha, rounding=rounding), dtype).path == "correct"
+                   for bits in (3, 4, 8) for alpha in (0.1, 0.3, 3.7, 1e-3)
+                   for dtype in (torch.float32, torch.float64))
+
+
+def test_fused_backward_is_derived_from_the_description():
+    modes = {name: EagerQuantizer(cg.ActQuant(2, 0.5, name), torch.float32).mode for name in STES}
+    assert modes == {"identity": "all", "relu": "threshold", "clipped_relu": "hardtanh", "log_tailed_relu": None}
+    # an STE of the same shape under another name gets the same kernel: no name table
+    twin = cg.STE("my_clip", pieces=(cg.quant.Piece(0.0, 1.0),))
+    assert EagerQuantizer(cg.ActQuant(2, 0.5, twin), torch.float32).mode == "hardtanh"
 
 
 @pytest.mark.parametrize("bits,alpha", [(2, None), (2, 0.3), (4, None)])
 @pytest.mark.parametrize("ste", STES)
-def test_eager_quantizer_in_several_row_blocks(bits, alpha, ste):
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_eager_quantizer_in_several_row_blocks(bits, alpha, ste, rounding):
     # 300 × 1024 elements span three BLOCK_ELEMENTS blocks; the last one is partial
     from coarsegrad.quant.kernels import BLOCK_ELEMENTS
 
-    alpha = cg.optimal_alpha(bits) if alpha is None else alpha
+    quant = cg.ActQuant(bits, alpha, ste, rounding)
     gen = torch.Generator().manual_seed(bits)
-    x = torch.randn(300, 1024, generator=gen) * (2**bits - 1) * alpha
+    x = torch.randn(300, 1024, generator=gen) * quant.q_max
     assert x.numel() > 2 * BLOCK_ELEMENTS
-    quant = EagerQuantizer(bits, alpha, cg.get_ste(ste), torch.float32)
+    kernel = EagerQuantizer(quant, torch.float32)
     h, codes, scratch = x.clone(), torch.empty_like(x), torch.empty_like(x)
-    factor = quant.forward(h, codes, scratch)
-    assert torch.equal(codes, cg.staircase_codes(x, bits, alpha))
+    factor = kernel.forward(h, codes, scratch)
+    assert torch.equal(codes, torch.from_numpy(numpy_codes(x.numpy(), bits, quant.alpha, rounding)))
     grad = torch.ones_like(x)
-    quant.backward(grad, h, factor)
-    assert torch.equal(grad, cg.get_ste(ste).dmu(x, bits, alpha))
+    kernel.backward(grad, h, factor)
+    assert torch.equal(grad, numpy_dmu_of(quant, x))
 
 
 def test_codes_fix_the_rounding_of_x_over_alpha():
     # inputs exactly at fl(kα) where fl(x/α) lands on the other side of k
-    alpha, bits = 0.1, 4
-    x = torch.arange(0, 16, dtype=torch.float32) * alpha
-    naive = torch.clamp(torch.ceil(x / alpha), 0, 15)
-    quant = EagerQuantizer(bits, alpha, cg.get_ste("relu"), torch.float32)
+    quant = cg.ActQuant(4, 0.1, "relu")
+    x = torch.arange(0, 16, dtype=torch.float32) * 0.1
+    naive = torch.clamp(torch.ceil(x / 0.1), 0, 15)
+    kernel = EagerQuantizer(quant, torch.float32)
     h = x.clone().unsqueeze(0)
     codes = torch.empty_like(h)
-    quant.forward(h, codes, torch.empty_like(h))
+    kernel.forward(h, codes, torch.empty_like(h))
     assert torch.equal(codes[0], torch.arange(0, 16, dtype=torch.float32))
-    assert torch.equal(codes[0], cg.staircase_codes(x, bits, alpha))
+    assert torch.equal(codes[0], cg.staircase_codes(x, quant))
     assert not torch.equal(naive, codes[0])  # the case the correction exists for
 
 
@@ -189,3 +253,64 @@ def test_check_data_accepts_finite_data_whose_sum_overflows():
         X[1, 2] = bad
         with pytest.raises(cg.DataError, match="^X"):
             check_data(X, y)
+
+
+class MyMLP(cg.MLP):
+    """A user subclass that keeps MLP's forward: the model still offers the fast step."""
+
+    def describe(self):
+        return "mine"
+
+
+class ScaledMLP(cg.MLP):
+    """A user subclass with its own forward: the fast step would compute the wrong model."""
+
+    calls = 0
+
+    def forward(self, x):
+        ScaledMLP.calls += 1
+        return 2.0 * super().forward(x)
+
+
+def test_the_model_decides_the_fast_path_for_subclasses():
+    X, y, _ = problem("mlp", "clipped_relu", 2)
+    mine = MyMLP(40, 16, 4, generator=torch.Generator().manual_seed(0))
+    assert fast_step(mine, X, y, 64) is not None
+    scaled = ScaledMLP(40, 16, 4, generator=torch.Generator().manual_seed(0))
+    assert scaled.two_layer_form() is None and fast_step(scaled, X, y, 64) is None
+    ScaledMLP.calls = 0
+    cg.train(scaled, X, y, cg.TrainConfig(steps=2, stop_at_perfect=False, fast=True))
+    assert ScaledMLP.calls >= 2  # autograd ran the override
+    # the subclass on the fast path trains exactly as MLP itself does through autograd
+    ref = cg.MLP(40, 16, 4, generator=torch.Generator().manual_seed(0))
+    cg.train(mine, X, y, cg.TrainConfig(steps=3, lr=0.1, stop_at_perfect=False, fast=True))
+    cg.train(ref, X, y, cg.TrainConfig(steps=3, lr=0.1, stop_at_perfect=False, fast=False))
+    for a, b in zip(mine.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("ste", STES)
+def test_quantize_model_sequential_trains_with_the_oracle_gradient(rounding, ste):
+    """nn.Sequential(Linear, ReLU, Linear) made quantized: its autograd gradient (through the
+    kernels) equals the NumPy closed form ((δW₂) ⊙ μ′(H))ᵀX, δᵀσ(H)."""
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(64, 6, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,), generator=gen)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 12, bias=False), torch.nn.ReLU(),
+                              torch.nn.Linear(12, 3, bias=False)).double()
+    quant = cg.ActQuant(2, 0.4, ste, rounding)
+    cg.quantize_model(net, quant)
+    assert fast_step(net, X, y, 64) is None  # no two-layer form: autograd through the kernels
+    torch.nn.functional.cross_entropy(net(X), y).backward()
+    W1, W2 = net[0].weight.detach().numpy(), net[2].weight.detach().numpy()
+    Xn, yn = X.numpy(), y.numpy()
+    H = Xn @ W1.T
+    S = 0.4 * numpy_codes(H, 2, 0.4, rounding)
+    logits = S @ W2.T
+    P = np.exp(logits - logits.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    delta = (P - np.eye(3)[yn]) / len(yn)
+    dW1 = ((delta @ W2) * numpy_dmu(ste, H, quant.q_max)).T @ Xn
+    np.testing.assert_allclose(net[0].weight.grad.numpy(), dW1, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(net[2].weight.grad.numpy(), delta.T @ S, rtol=0, atol=1e-12)

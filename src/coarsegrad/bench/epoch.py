@@ -37,7 +37,7 @@ import torch
 from coarsegrad.bench.baselines import PlainEpoch, brevitas_relu, float_model, ste_model
 from coarsegrad.errors import ConfigError
 from coarsegrad.models.networks import MLP
-from coarsegrad.quant.staircase import optimal_alpha
+from coarsegrad.quant.spec import ActQuant
 from coarsegrad.training.loop import TrainConfig, train
 
 
@@ -190,7 +190,7 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
 
 def measure_hidden(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: int) -> dict:
     """Every variant at one H: medians, ratios and rates."""
-    alpha = optimal_alpha(config.bits)
+    alpha = ActQuant(config.bits).alpha  # the baselines get the spec's α
     gen_seed = config.seed
     plain = lambda model: PlainEpoch(model, X, y, config.batch_size, config.lr, gen_seed)  # noqa: E731
     variants: dict[str, Callable[[], float]] = {

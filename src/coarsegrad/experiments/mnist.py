@@ -19,7 +19,6 @@ from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.errors import TrainingDiverged
 from coarsegrad.io import tensorfile
 from coarsegrad.models.build import build_model
-from coarsegrad.quant.staircase import optimal_alpha
 from coarsegrad.training.loop import TrainConfig, evaluate, train
 
 # Test accuracy (%) of LeNet-5 on MNIST from Yin et al., ICLR 2019 (method.md).
@@ -83,7 +82,7 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
     return {
         "experiment": experiment, "dataset": dataset, "model": model_cfg.model,
         "ste": ste if bits else "float", "bits": bits, "seed": seed,
-        "alpha": (model_cfg.alpha or optimal_alpha(bits)) if bits else None,
+        "alpha": model_cfg.act_quant().alpha if bits else None,
         "train_acc": train_acc, "test_acc": test_acc, "final_loss": train_loss, "test_loss": test_loss,
         "epochs": steps / per_epoch, "steps": steps, "seconds": seconds, "device": device,
         "diverged_step": diverged, "train_subset": train_subset, "init_from": init_from,

@@ -42,7 +42,7 @@ def synthetic_trial(data: dict, model: dict, train_cfg: dict, ste: str, bits: in
         diverged, final_loss, train_acc, curve, steps, perfect = exc.step, float("nan"), 0.0, None, exc.step, None
     return {
         "experiment": "synthetic", "dataset": "synthetic", "model": "two_layer",
-        "ste": ste, "bits": bits, "seed": seed, "alpha": getattr(net.act, "alpha", None),
+        "ste": ste, "bits": bits, "seed": seed, "alpha": model_cfg.act_quant().alpha if bits is not None else None,
         "units_per_class": model_cfg.units_per_class, "lr": tcfg.lr,
         "train_acc": train_acc, "test_acc": None, "final_loss": final_loss,
         "perfect": perfect is not None, "perfect_step": perfect, "diverged_step": diverged,

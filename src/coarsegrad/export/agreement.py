@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from coarsegrad.export.integer import IntegerModel
-from coarsegrad.quant.staircase import staircase_codes
+from coarsegrad.quant.autograd import staircase_codes
 
 U32 = 2.0 ** -24
 
@@ -60,7 +60,7 @@ def torch_outputs(model: nn.Module, x: np.ndarray | torch.Tensor) -> Outputs:
         hook.remove()
         model.train(was_training)
     z = seen[0]
-    codes = staircase_codes(z, model.act.bits, model.act.alpha)
+    codes = staircase_codes(z, model.act.quant)
     return Outputs(z.numpy(), codes.numpy().astype(np.uint8), logits.numpy())
 
 
@@ -151,7 +151,7 @@ def agreement(
     tie = logit_tolerance(integer, eng.codes)
     report: dict[str, object] = {
         "samples": int(x.shape[0]), "hidden": integer.hidden, "codes_total": int(eng.codes.size),
-        "weights": "int8" if integer.int8 else "float32", "bits": integer.bits, "alpha": integer.alpha,
+        "weights": "int8" if integer.int8 else "float32", "bits": integer.bits, "alpha": integer.alpha, "rounding": integer.rounding,
         "units_near_threshold": int(near.sum()),
         "torch_vs_engine": compare(ref, eng, eng, near, tie, rounding_only=not integer.int8),
     }

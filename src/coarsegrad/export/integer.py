@@ -3,11 +3,12 @@
 A :class:`~coarsegrad.TwoLayerNet` or :class:`~coarsegrad.MLP` becomes
 
     z = W₁x + b₁                          first layer (eval batch-norm folded in)
-    c = #{j ∈ 0..L−1 : z > T_j},  T_j = fl32(j·α)   b-bit codes, L = 2^b − 1
+    c = #{j ∈ 0..L−1 : z > T_j},  T_j = fl32((j + o)·α)   b-bit codes, L = 2^b − 1
     o = (αV)·c + b₂                       α folded into the second layer
 
-so c equals :func:`coarsegrad.staircase_codes` of z (= clip(⌈z/α⌉, 0, L) up to the
-boundary rule) and o equals the float model's V·σ(z) + b₂ up to rounding. The engine
+with T_j the float32 thresholds of the model's :class:`~coarsegrad.ActQuant` (o = 0, ½, 1
+for its ceil, nearest, floor rounding), so c equals :func:`coarsegrad.staircase_codes`
+of z (for ceil, clip(⌈z/α⌉, 0, L) up to the boundary rule) and o equals the float model's V·σ(z) + b₂ up to rounding. The engine
 counts thresholds directly (``np.searchsorted``), an implementation independent of the
 ⌈z/α⌉-plus-correction used by the quantizer and the ONNX graph.
 
@@ -17,7 +18,7 @@ zp = rint(−lo/a): p = clip(rint(x/a) + zp, 0, 255), read back as x̂ = lo + a�
 exact for inputs on the lattice lo + k·a such as normalised 8-bit pixels). With 1/α
 folded into the first layer the pre-activation is counted in steps of α:
 
-    acc = Σ_i q_hi·p_i  (exact int32),   u = fl32(acc)·fl32(a·s_h/α) + fl32((b₁ + lo·s_h·Σ_i q_hi)/α)
+    acc = Σ_i q_hi·p_i  (exact int32),   u = fl32(acc)·fl32(a·s_h/α) + fl32((b₁ + lo·s_h·Σ_i q_hi)/α − o)
     c = clip(⌈u⌉, 0, L) = #{j ∈ 0..L−1 : u > j}
 
 (two float32 operations after the exact integer product, then integer thresholds), so
@@ -27,6 +28,7 @@ model's; :mod:`coarsegrad.export.agreement` measures by how much.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,22 +39,21 @@ from torch import nn
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.models.networks import MLP, TwoLayerNet
 from coarsegrad.quant.autograd import QuantReLU
-from coarsegrad.quant.staircase import check_alpha, check_bits, num_levels
+from coarsegrad.quant.spec import ActQuant
 
 INT8_MAX = 127
 UINT8_MAX = 255
 
 
-def thresholds(bits: int, alpha: float) -> np.ndarray:
-    """T_j = fl32(j · fl32(α)) for j = 0..L−1, float32 (the float model's step edges)."""
-    levels = num_levels(bits)
-    return np.arange(levels, dtype=np.float32) * np.float32(check_alpha(alpha))
+def thresholds(quant: ActQuant) -> np.ndarray:
+    """T_j = fl32((j + o)·fl32(α)) for j = 0..L−1, float32: ``quant.thresholds(float32)``."""
+    return np.array(quant.thresholds(torch.float32), dtype=np.float32)
 
 
-def threshold_codes(z: np.ndarray, bits: int, alpha: float) -> np.ndarray:
+def threshold_codes(z: np.ndarray, quant: ActQuant) -> np.ndarray:
     """c = #{j ∈ 0..L−1 : z > T_j} as uint8 (the definition of :func:`staircase_codes`)."""
     z = np.asarray(z, dtype=np.float32)
-    return np.searchsorted(thresholds(bits, alpha), z, side="left").astype(np.uint8)
+    return np.searchsorted(thresholds(quant), z, side="left").astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,10 @@ class IntegerModel:
     input_step: float | None = None
     input_zero: int | None = None
     source: str = ""
+    rounding: str = "ceil"
 
     def __post_init__(self) -> None:
-        check_bits(self.bits)
-        check_alpha(self.alpha)
+        _ = self.quant  # validates bits, alpha and rounding
         hidden, dim = self.w1.shape if self.w1.ndim == 2 else (-1, -1)
         classes = self.w2.shape[0] if self.w2.ndim == 2 else -1
         expected = {"w1": (hidden, dim), "b1": (hidden,), "w2": (classes, hidden), "b2": (classes,)}
@@ -100,6 +101,11 @@ class IntegerModel:
             raise DataError("input_step", "int8 weights need the uint8 input quantizer "
                             "(input_lo, input_step > 0, input_zero in 0..255)")
 
+    @functools.cached_property
+    def quant(self) -> ActQuant:
+        """The activation spec of the codes (its α is the float32 α of the source model)."""
+        return ActQuant(self.bits, self.alpha, rounding=self.rounding)  # type: ignore[arg-type]
+
     @property
     def int8(self) -> bool:
         """True if the first layer runs as uint8 input × int8 weights."""
@@ -107,10 +113,11 @@ class IntegerModel:
 
     @property
     def edges(self) -> np.ndarray:
-        """Step edges in the units of :meth:`preactivations`: fl32(jα) (float32), or j (int8)."""
+        """Step edges in the units of :meth:`preactivations`: the spec's float32 thresholds
+        fl32((j + o)α), or j (int8: o is folded into b₁)."""
         if self.int8:
-            return np.arange(num_levels(self.bits), dtype=np.float32)
-        return thresholds(self.bits, self.alpha)
+            return np.arange(self.quant.levels, dtype=np.float32)
+        return thresholds(self.quant)
 
     @property
     def in_features(self) -> int:
@@ -219,7 +226,7 @@ def to_integer(
         raise ConfigError("model", f"activation must be QuantReLU, got {type(act).__name__}")
     alpha32 = np.float32(act.alpha)
     w2 = (np.float64(alpha32) * v.numpy()).astype(np.float32)
-    common = dict(bits=act.bits, alpha=float(alpha32), w2=w2, b2=b2.numpy().astype(np.float32),
+    common = dict(bits=act.bits, alpha=float(alpha32), rounding=act.quant.rounding, w2=w2, b2=b2.numpy().astype(np.float32),
                   source=type(model).__name__)
     if weights == "float32":
         return IntegerModel(w1=w.numpy().astype(np.float32), b1=b.numpy().astype(np.float32), **common)
@@ -237,6 +244,6 @@ def to_integer(
     s[s == 0] = 1.0
     q = np.clip(np.rint(wn / s[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
     alpha = np.float64(alpha32)
-    bias = (b.numpy() + lo * s * q.astype(np.float64).sum(axis=1)) / alpha
+    bias = (b.numpy() + lo * s * q.astype(np.float64).sum(axis=1)) / alpha - act.quant.offset
     return IntegerModel(w1=q, b1=bias.astype(np.float32), w1_scale=(step * s / alpha).astype(np.float32),
                         input_lo=lo, input_step=step, input_zero=zero, **common)

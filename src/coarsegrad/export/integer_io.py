@@ -33,6 +33,7 @@ def save_integer(path: str | Path, model: IntegerModel, header: Mapping[str, Any
     meta = {"format": INTEGER_KEY, "version": VERSION, "bits": model.bits, "alpha": model.alpha,
             "weights": "int8" if model.int8 else "float32", "input_lo": model.input_lo,
             "input_step": model.input_step, "input_zero": model.input_zero, "source": model.source,
+            "rounding": model.rounding,
             "header": {k: v for k, v in (header or {}).items() if k != "tensors"}}
     path = Path(path)
     tensorfile.save(path, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()},
@@ -70,7 +71,7 @@ def load_integer(path: str | Path) -> tuple[IntegerModel, dict[str, Any]]:
             input_lo=None if meta.get("input_lo") is None else float(meta["input_lo"]),
             input_step=None if meta.get("input_step") is None else float(meta["input_step"]),
             input_zero=None if meta.get("input_zero") is None else int(meta["input_zero"]),
-            source=str(meta.get("source", "")))
+            source=str(meta.get("source", "")), rounding=str(meta.get("rounding", "ceil")))
     except InputError as exc:
         raise DataError(source, f"integer model is invalid ({exc})") from None
     except (KeyError, TypeError, ValueError) as exc:

@@ -4,15 +4,15 @@ Graph (x float32 [N, d] → logits float32 [N, K]; optional ``codes`` uint8 [N, 
 ``preact`` float32 [N, H], the value the codes threshold):
 
     float32:  z  = Gemm(x, W₁ᵀ) + b₁
-              k₀ = Ceil(z/α)
-              k  = k₀ − [(k₀−1)·α ≥ z] + [k₀·α < z]
+              k₀ = Ceil(z/α − o)                    (o = 0, ½, 1: ceil, nearest, floor)
+              k  = k₀ − [(k₀−1+o)·α ≥ z] + [(k₀+o)·α < z]
               c  = Clip(k, 0, L)
     int8:     p  = QuantizeLinear(x, a, zp)                 (uint8)
-              u  = Cast<float>(MatMulInteger(p, q₁ᵀ))·scale + b₁   (in units of α)
+              u  = Cast<float>(MatMulInteger(p, q₁ᵀ))·scale + b₁   (in units of α, −o)
               c  = Clip(Ceil(u), 0, L)
     output:   o  = Gemm(c, (αV)ᵀ) + b₂
 
-The float32 correction line makes c = #{j ∈ 0..L−1 : z > fl(jα)} exactly, as in
+The float32 correction line makes c = #{j ∈ 0..L−1 : z > fl((j+o)α)} exactly, as in
 :func:`coarsegrad.staircase_codes`: ⌈z/α⌉ can be one off where z/α rounds across an
 integer; after the correction fl((k−1)α) < z ≤ fl(kα), and clipping gives the count.
 ``exact=False`` skips it (faster; :mod:`coarsegrad.export.agreement` counts the
@@ -30,7 +30,7 @@ from torch import nn
 
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.export.integer import IntegerModel, to_integer
-from coarsegrad.quant.staircase import num_levels
+from coarsegrad.quant.spec import ActQuant
 
 OPSET = 17
 IR_VERSION = 8
@@ -61,19 +61,24 @@ class _Graph:
         return out
 
 
-def _staircase(g: _Graph, z: str, bits: int, alpha: float | None, exact: bool) -> str:
-    """Codes of ``z`` (float): edges fl(jα), or the integers j when ``alpha`` is None."""
+def _staircase(g: _Graph, z: str, quant: ActQuant, in_alpha_units: bool, exact: bool) -> str:
+    """Codes of ``z`` (float): edges fl((j+o)α) of ``quant``, or the integers j when
+    ``in_alpha_units`` (int8: α and o folded into the first layer)."""
     f32 = np.float32
-    zero, top = g.const("zero", np.array(0.0, f32)), g.const("levels", np.array(num_levels(bits), f32))
-    if alpha is None:
+    zero, top = g.const("zero", np.array(0.0, f32)), g.const("levels", np.array(quant.levels, f32))
+    if in_alpha_units:
         return g.op("Clip", g.op("Ceil", z), zero, top)
-    a = g.const("alpha", np.array(alpha, dtype=f32))
-    k0 = g.op("Ceil", g.op("Div", z, a))
+    a = g.const("alpha", np.array(quant.alpha, dtype=f32))
+    scaled = g.op("Div", z, a)
+    if quant.offset:
+        scaled = g.op("Sub", scaled, g.const("offset", np.array(quant.offset, f32)))
+    k0 = g.op("Ceil", scaled)
     if exact:
         float_t = g.onnx.TensorProto.FLOAT
-        one = g.const("one", np.array(1.0, f32))
-        too_high = g.op("GreaterOrEqual", g.op("Mul", g.op("Sub", k0, one), a), z)
-        too_low = g.op("Less", g.op("Mul", k0, a), z)
+        below = g.const("below", np.array(1.0 - quant.offset, f32))
+        too_high = g.op("GreaterOrEqual", g.op("Mul", g.op("Sub", k0, below), a), z)
+        upper = k0 if not quant.offset else g.op("Add", k0, g.const("offset_up", np.array(quant.offset, f32)))
+        too_low = g.op("Less", g.op("Mul", upper, a), z)
         k0 = g.op("Add", g.op("Sub", k0, g.op("Cast", too_high, to=float_t)), g.op("Cast", too_low, to=float_t))
     return g.op("Clip", k0, zero, top)
 
@@ -89,10 +94,10 @@ def build_onnx(model: IntegerModel, *, with_codes: bool = False, exact: bool = T
         acc = g.op("MatMulInteger", p, g.const("w1_q", np.ascontiguousarray(model.w1.T)))
         scaled_acc = g.op("Mul", g.op("Cast", acc, to=tp.FLOAT), g.const("w1_scale", model.w1_scale))
         z = g.op("Add", scaled_acc, g.const("b1", model.b1), out="preact")
-        codes = _staircase(g, z, model.bits, None, exact)
+        codes = _staircase(g, z, model.quant, True, exact)
     else:
         z = g.op("Gemm", "x", g.const("w1", model.w1), g.const("b1", model.b1), transB=1, out="preact")
-        codes = _staircase(g, z, model.bits, model.alpha, exact)
+        codes = _staircase(g, z, model.quant, False, exact)
     g.op("Gemm", codes, g.const("w2", model.w2), g.const("b2", model.b2), transB=1, out="logits")
     n = "N"
     outputs = [helper.make_tensor_value_info("logits", tp.FLOAT, [n, model.num_classes])]
@@ -104,7 +109,7 @@ def build_onnx(model: IntegerModel, *, with_codes: bool = False, exact: bool = T
     graph = helper.make_graph(g.nodes, f"coarsegrad_{model.source or 'model'}", inputs, outputs, g.inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="coarsegrad", ir_version=IR_VERSION)
-    meta = {"bits": str(model.bits), "alpha": repr(model.alpha), "weights": "int8" if model.int8 else "float32",
+    meta = {"bits": str(model.bits), "alpha": repr(model.alpha), "rounding": model.rounding, "weights": "int8" if model.int8 else "float32",
             "exact_codes": str(exact or model.int8)}
     helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)

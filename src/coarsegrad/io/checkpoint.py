@@ -30,7 +30,7 @@ from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.io import tensorfile
 from coarsegrad.models.build import build_model
 from coarsegrad.models.networks import MLP, TwoLayerNet
-from coarsegrad.quant.staircase import optimal_alpha
+from coarsegrad.quant.spec import ActQuant
 
 HEADER_KEY = "coarsegrad.checkpoint"
 FORMAT_VERSION = 1
@@ -71,12 +71,17 @@ def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[st
     else:
         raise ConfigError("config", f"must be a ModelConfig or a dict, got {type(config).__name__}")
     try:
-        fields = dataclasses.asdict(ModelConfig(**{**fields, "model": fields.get("model", arch)}))
+        model_config = ModelConfig(**{**fields, "model": fields.get("model", arch)})
     except TypeError as exc:
         raise ConfigError("config", f"is not a model config ({exc})") from None
-    if fields["alpha"] is None:
-        fields["alpha"] = optimal_alpha(fields["bits"])
+    fields = dataclasses.asdict(model_config)
+    fields["alpha"] = model_config.act_quant().alpha
     return fields
+
+
+def _quant_fields(quant: ActQuant) -> dict[str, Any]:
+    """The spec as saved (``ActQuant.to_dict``), without the provenance of α."""
+    return {k: v for k, v in quant.to_dict().items() if k != "alpha_rule"}
 
 
 def _normalization(value: object) -> dict[str, Any] | None:
@@ -111,16 +116,17 @@ def save_checkpoint(
     arch, in_features, num_classes = _model_sizes(model)
     fields = _model_config(config, arch)
     act = model.act
-    if fields["model"] != arch or (fields["bits"], float(fields["alpha"]), fields["ste"]) != (
-            act.bits, float(act.alpha), act.ste.name):
+    quant = _quant_fields(act.quant)
+    if fields["model"] != arch or _quant_fields(ModelConfig(**fields).act_quant()) != quant:
         raise ConfigError("config", f"does not describe the model ({fields['model']}, bits={fields['bits']}, "
-                          f"alpha={fields['alpha']}, ste={fields['ste']} vs {arch}, {act.extra_repr()})")
+                          f"alpha={fields['alpha']}, ste={fields['ste']}, rounding={fields['rounding']} "
+                          f"vs {arch}, {act.extra_repr()})")
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     _check_tensors(state, _build(fields, in_features, num_classes).state_dict(), "model")
     header: dict[str, Any] = {
         "format": HEADER_KEY, "version": FORMAT_VERSION, "architecture": arch,
         "in_features": in_features, "num_classes": num_classes, "model": fields,
-        "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name,
+        "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name, "quant": quant,
         "normalization": _normalization(normalization), "run": None if run is None else str(run),
         "run_config": dict(config) if isinstance(config, Mapping) and "model" in config else None,
         "extra": dict(extra or {}),
@@ -194,6 +200,8 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         consistent = fields.get("model") == header["architecture"] and all(
             header[k] == fields.get(k) for k in ("bits", "alpha", "ste"))
         model = _build(fields, in_features, num_classes)
+        if "quant" in header:  # the spec saved whole (files before it carry bits/alpha/ste only)
+            consistent = consistent and header["quant"] == _quant_fields(model.act.quant)
     except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
         raise DataError(source, f"checkpoint header does not describe a model ({exc})") from None
     if not consistent:

@@ -10,15 +10,15 @@ from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
 
 
 def build_model(config: ModelConfig, in_features: int, num_classes: int, seed: int) -> nn.Module:
-    """The network named by ``config``, initialised from ``seed`` (``act="float"``: bits None,
-    plain ReLU)."""
+    """The network named by ``config``, initialised from ``seed`` (``act="float"``: quant
+    None, plain ReLU)."""
     generator = torch.Generator().manual_seed(seed)
-    bits = None if config.act == "float" else config.bits
+    quant = None if config.act == "float" else config.act_quant()
     if config.model == "lenet5":
-        return LeNet5(num_classes, bits, config.alpha, config.ste, generator=generator)
+        return LeNet5(num_classes, generator=generator, quant=quant)
     if config.model == "two_layer":
-        return TwoLayerNet(in_features, num_classes, config.units_per_class, bits,
-                           config.alpha, config.ste, config.second_layer, config.init_scale,
-                           generator=generator)
-    return MLP(in_features, config.hidden, num_classes, bits, config.alpha, config.ste,
-               config.batchnorm, generator=generator)
+        return TwoLayerNet(in_features, num_classes, config.units_per_class,
+                           second_layer=config.second_layer, init_scale=config.init_scale,
+                           generator=generator, quant=quant)
+    return MLP(in_features, config.hidden, num_classes, batchnorm=config.batchnorm,
+               generator=generator, quant=quant)

@@ -7,8 +7,9 @@ labels, H = X Wᵀ the pre-activations and δ = (P − Y)/N:
     ∂L/∂V = δᵀ σ(H)
 
 For the fixed block-of-ones V, row u = (k, j) of the first is the paper's
-mean_i (p_ik − 1{y_i = k}) · μ′(w_kj·x_i) · x_i. This is the oracle that the
-autograd backward pass is tested against.
+mean_i (p_ik − 1{y_i = k}) · μ′(w_kj·x_i) · x_i. This is a test oracle, not a training
+path: the autograd backward and the fast step are tested against it (training runs the
+kernels of :mod:`coarsegrad.quant.kernels`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from coarsegrad.data.checks import check_data
 from coarsegrad.models.networks import TwoLayerNet
-from coarsegrad.quant.staircase import staircase
+from coarsegrad.quant.autograd import staircase
 
 
 @torch.no_grad()
@@ -27,16 +28,16 @@ def coarse_gradient(model: TwoLayerNet, X: torch.Tensor, y: torch.Tensor) -> dic
     Returns ``{"W": ∂̃L/∂W}`` and, when the second layer is trained, ``"V": ∂L/∂V``.
     """
     check_data(X, y)
-    act = model.act
+    quant = model.act.quant
     W = model.W.detach().to(torch.float64)
     V = model.V.detach().to(torch.float64)
     X64 = X.to(torch.float64)
     H = X64 @ W.t()
-    S = staircase(H, act.bits, act.alpha)
+    S = staircase(H, quant)
     P = torch.softmax(S @ V.t(), dim=1)
     Y = torch.nn.functional.one_hot(y, num_classes=V.shape[0]).to(torch.float64)
     delta = (P - Y) / X.shape[0]
-    grads = {"W": ((delta @ V) * act.ste.dmu(H, act.bits, act.alpha)).t() @ X64}
+    grads = {"W": ((delta @ V) * quant.dmu(H)).t() @ X64}
     if model.second_layer == "trained":
         grads["V"] = delta.t() @ S
     return grads

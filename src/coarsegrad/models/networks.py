@@ -5,7 +5,12 @@
   each class's units (a fixed block of ones) or is trained.
 * :class:`MLP` — in → hidden → classes, optional batch-norm without affine before σ.
 
-``bits=None`` gives the float baseline of each network: plain ReLU for σ.
+Each takes its activation as one :class:`~coarsegrad.quant.spec.ActQuant` (``quant=``);
+the older ``bits``/``alpha``/``ste`` arguments only build one. ``quant=None`` (or, without
+``quant``, ``bits=None``) is the float baseline: plain ReLU for σ. :class:`TwoLayerNet` and
+:class:`MLP` say themselves whether the fast training step can run them
+(:meth:`~MLP.two_layer_form`): only when their own forward computes
+o = α·c(x W₁ᵀ + b₁) W₂ᵀ + b₂ — a subclass that overrides ``forward`` does not.
 
 Every constructor takes an optional ``torch.Generator`` for its initial weights and
 never touches the global RNG.
@@ -14,14 +19,57 @@ never touches the global RNG.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from coarsegrad.errors import ConfigError
 from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.quant.spec import ActQuant, as_quant
 from coarsegrad.quant.ste import STE
+
+
+@dataclass(frozen=True)
+class TwoLayerForm:
+    """The tensors of o = α·c(x W₁ᵀ + b₁) W₂ᵀ + b₂ (b₁, b₂ None when absent): what the
+    fast step (:mod:`coarsegrad.training.fast`) needs from a model."""
+
+    w1: torch.Tensor
+    b1: torch.Tensor | None
+    w2: torch.Tensor
+    b2: torch.Tensor | None
+    quant: ActQuant
+
+
+def _plain(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """True when ``module`` is a ``cls`` whose forward is ``cls.forward`` (no override)."""
+    return isinstance(module, cls) and type(module).forward is cls.forward
+
+
+def _model_quant(quant: ActQuant | None, bits: int, alpha: float | None, ste: str | STE) -> ActQuant:
+    if quant is None:
+        return ActQuant(bits, alpha, ste)
+    if (bits, alpha, ste) != (2, None, "clipped_relu"):
+        raise ConfigError("quant", "give either quant or bits/alpha/ste, not both")
+    return as_quant(quant)
+
+
+_FROM_BITS: Any = object()
+
+
+def _spec(quant: Any, bits: int | None, alpha: float | None, ste: str | STE) -> ActQuant | None:
+    """The activation spec, or None for the float baseline (``quant=None``, or ``bits=None``
+    when ``quant`` is not given)."""
+    if quant is _FROM_BITS:
+        return None if bits is None else ActQuant(bits, alpha, ste)
+    return None if quant is None else _model_quant(quant, 2 if bits is None else bits, alpha, ste)
+
+
+def _activation(spec: ActQuant | None) -> nn.Module:
+    """σ: the staircase with its STE, or plain ReLU for the float baseline."""
+    return nn.ReLU() if spec is None else QuantReLU(spec)
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -48,11 +96,6 @@ def make_linear(
     return init_linear(layer, generator)
 
 
-def _activation(bits: int | None, alpha: float | None, ste: str | STE) -> nn.Module:
-    """σ: the b-bit staircase with its STE, or plain ReLU when ``bits`` is None (float baseline)."""
-    return nn.ReLU() if bits is None else QuantReLU(bits, alpha, ste)
-
-
 class TwoLayerNet(nn.Module):
     """o = V·σ(Wx), W ∈ R^{K·m × d}, V ∈ R^{K × K·m}; σ the b-bit staircase with an STE.
 
@@ -73,8 +116,10 @@ class TwoLayerNet(nn.Module):
         init_scale: float = 0.1,
         *,
         generator: torch.Generator | None = None,
+        quant: Any = _FROM_BITS,
     ) -> None:
         super().__init__()
+        spec = _spec(quant, bits, alpha, ste)
         self.in_features = _positive_int("in_features", in_features)
         self.num_classes = _positive_int("num_classes", num_classes)
         self.units_per_class = _positive_int("units_per_class", units_per_class)
@@ -86,7 +131,7 @@ class TwoLayerNet(nn.Module):
         hidden = num_classes * units_per_class
         w = torch.randn(hidden, in_features, generator=generator) * (init_scale / math.sqrt(in_features))
         self.W = nn.Parameter(w)
-        self.act = _activation(bits, alpha, ste)
+        self.act = _activation(spec)
         block = torch.repeat_interleave(torch.eye(num_classes), units_per_class, dim=1)
         if second_layer == "trained":
             self.V = nn.Parameter(block)
@@ -99,6 +144,14 @@ class TwoLayerNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.hidden(x)) @ self.V.t()
+
+    def two_layer_form(self) -> TwoLayerForm | None:
+        """The fast step's view of this network, or None when its forward is not the
+        two-layer form (a subclass overriding ``forward``/``hidden``, another activation)."""
+        own = type(self).forward is TwoLayerNet.forward and type(self).hidden is TwoLayerNet.hidden
+        if not own or not _plain(self.act, QuantReLU):
+            return None
+        return TwoLayerForm(self.W, None, self.V, None, self.act.quant)
 
 
 class MLP(nn.Module):
@@ -115,18 +168,29 @@ class MLP(nn.Module):
         batchnorm: bool = False,
         *,
         generator: torch.Generator | None = None,
+        quant: Any = _FROM_BITS,
     ) -> None:
         super().__init__()
+        spec = _spec(quant, bits, alpha, ste)
         _positive_int("in_features", in_features)
         _positive_int("hidden", hidden)
         _positive_int("num_classes", num_classes)
         self.fc1 = make_linear(in_features, hidden, generator)
         self.norm = nn.BatchNorm1d(hidden, affine=False) if batchnorm else nn.Identity()
-        self.act = _activation(bits, alpha, ste)
+        self.act = _activation(spec)
         self.fc2 = make_linear(hidden, num_classes, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.norm(self.fc1(x.flatten(1)))))
+
+    def two_layer_form(self) -> TwoLayerForm | None:
+        """The fast step's view of this network, or None when its forward is not the
+        two-layer form (a batch-norm, a subclass overriding ``forward``, replaced layers)."""
+        if type(self).forward is not MLP.forward or not isinstance(self.norm, nn.Identity):
+            return None
+        if not (_plain(self.act, QuantReLU) and _plain(self.fc1, nn.Linear) and _plain(self.fc2, nn.Linear)):
+            return None
+        return TwoLayerForm(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.act.quant)
 
 
 class LeNet5(nn.Module):
@@ -135,8 +199,9 @@ class LeNet5(nn.Module):
     conv5×5(1→c₁) → BN → σ → maxpool2 → conv5×5(c₁→c₂) → BN → σ → maxpool2 →
     fc(16·c₂→h) → BN → σ → fc(h→classes); input [N, 1, 28, 28] (or [N, 784]).
     Defaults c₁, c₂, h = 20, 50, 500 (the Caffe LeNet-5 used with the ICLR 2019
-    table's setup: float weights, α fixed at ``optimal_alpha(bits)``). ``bits=None``
-    gives the float network with plain ReLU (for the float initialisation).
+    table's setup: float weights, α fixed at ``optimal_alpha(bits)``). ``quant=None``
+    (or, without ``quant``, ``bits=None``) gives the float network with plain ReLU (for
+    the float initialisation).
     """
 
     def __init__(
@@ -149,13 +214,15 @@ class LeNet5(nn.Module):
         hidden: int = 500,
         *,
         generator: torch.Generator | None = None,
+        quant: Any = _FROM_BITS,
     ) -> None:
         super().__init__()
         c1, c2 = (_positive_int("channels", c) for c in channels)
         hidden = _positive_int("hidden", hidden)
+        spec = _spec(quant, bits, alpha, ste)
 
         def act() -> nn.Module:
-            return _activation(bits, alpha, ste)
+            return _activation(spec)
 
         self.features = nn.Sequential(
             _conv(1, c1, generator), nn.BatchNorm2d(c1, affine=False), act(), nn.MaxPool2d(2),

@@ -1,8 +1,10 @@
 """The coarse-gradient activation: forward σ (staircase), backward grad · μ′(x).
 
-The bits, alpha and STE of each activation live on the call (or on the
-:class:`QuantReLU` module that makes the call), never in module globals, so layers
-with different settings never share them.
+Every layer carries its :class:`~coarsegrad.quant.spec.ActQuant` whole (bits, α, STE,
+rounding), never module globals, so layers with different settings never share them.
+Forward and backward run the kernels of :mod:`coarsegrad.quant.kernels`, the same ones
+the fast training step uses. The functions and modules also accept the older
+(bits, alpha, ste) arguments, which only build an ActQuant.
 """
 
 from __future__ import annotations
@@ -12,80 +14,102 @@ from typing import Any
 import torch
 from torch import nn
 
-from coarsegrad.quant.staircase import check_alpha, check_bits, optimal_alpha, staircase
-from coarsegrad.quant.ste import STE, get_ste
+from coarsegrad.quant.kernels import EagerQuantizer, codes
+from coarsegrad.quant.spec import ActQuant, as_quant
+from coarsegrad.quant.staircase import Rounding
+from coarsegrad.quant.ste import STE
+
+
+def staircase_codes(x: torch.Tensor, quant: ActQuant | int, alpha: float | None = None,
+                    rounding: Rounding = "ceil") -> torch.Tensor:
+    """Integer codes c(x) = #{j ∈ 0..L−1 : x > t_j} ∈ {0..L}, as ``x``'s dtype.
+
+    The thresholds are the floats t_j = fl((j + o)·α) of ``x``'s dtype, so for ``ceil``
+    σ(fl(kα)) = fl(kα) exactly (⌈x/α⌉ taken literally can be one off there).
+    """
+    return codes(x, as_quant(quant, alpha, rounding=rounding))
+
+
+def staircase(x: torch.Tensor, quant: ActQuant | int, alpha: float | None = None,
+              rounding: Rounding = "ceil") -> torch.Tensor:
+    """σ(x) = α·c(x) (for ``ceil``: α·clip(⌈x/α⌉, 0, 2^b − 1), exact at every boundary).
+
+    Not differentiable (its derivative is 0 almost everywhere); use
+    :func:`quantized_relu` for training with a straight-through estimator.
+    """
+    spec = as_quant(quant, alpha, rounding=rounding)
+    return codes(x, spec).mul_(spec.alpha)
 
 
 class StaircaseSTEFunction(torch.autograd.Function):
-    """y = σ(x) = α·clip(⌈x/α⌉, 0, 2^b − 1);  ∂L/∂x := ∂L/∂y · μ′(x).
+    """y = σ(x) = α·c(x);  ∂L/∂x := ∂L/∂y · μ′(x; q_max).
 
-    For indicator STEs (μ′ ∈ {0, 1}) backward keeps a boolean mask (one byte per
-    element); otherwise it keeps x.
+    Keeps x for the STEs with a fused backward kernel (identity, 1{x > 0}, 1{0 < x ≤ q}),
+    else m: a bool mask (one byte per element) for other indicator STEs, μ′(x) otherwise.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, bits: int, alpha: float, ste: STE) -> torch.Tensor:
-        ctx.bits, ctx.alpha, ctx.ste = bits, alpha, ste
-        ctx.use_mask = ste.indicator is not None
+    def forward(ctx: Any, x: torch.Tensor, quant: ActQuant) -> torch.Tensor:
+        kernel = EagerQuantizer(quant, x.dtype, x.device, inplace=False)
+        out = torch.empty_like(x)
+        factor = kernel.forward(x, out, torch.empty_like(x), need_factor=ctx.needs_input_grad[0])
+        ctx.kernel = kernel
         if ctx.needs_input_grad[0]:
-            if ctx.use_mask:
-                ctx.save_for_backward(ste.indicator(x, (2**bits - 1) * alpha))
-            else:
-                ctx.save_for_backward(x)
-        return staircase(x, bits, alpha)
+            ctx.save_for_backward(x if factor is None else factor)
+        return out.mul_(quant.alpha)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
         (saved,) = ctx.saved_tensors
-        if ctx.use_mask:
-            return grad * saved, None, None, None
-        return grad * ctx.ste.dmu(saved, ctx.bits, ctx.alpha), None, None, None
+        return ctx.kernel.grad_input(grad, saved), None
 
 
-def quantized_relu(
-    x: torch.Tensor, bits: int, alpha: float | None = None, ste: str | STE = "clipped_relu"
-) -> torch.Tensor:
-    """σ(x) with the coarse gradient of ``ste`` (a name or an :class:`STE`).
-
-    ``alpha=None`` uses :func:`optimal_alpha(bits) <coarsegrad.optimal_alpha>`.
-    """
-    bits = check_bits(bits)
-    alpha = optimal_alpha(bits) if alpha is None else check_alpha(alpha)
-    return StaircaseSTEFunction.apply(x, bits, alpha, get_ste(ste))
+def quantized_relu(x: torch.Tensor, quant: ActQuant | int = 2, alpha: float | None = None,
+                   ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> torch.Tensor:
+    """σ(x) with the coarse gradient of ``quant`` (an :class:`ActQuant`, or its bits with
+    alpha/ste/rounding)."""
+    out: torch.Tensor = StaircaseSTEFunction.apply(x, as_quant(quant, alpha, ste, rounding))  # type: ignore[no-untyped-call]
+    return out
 
 
 class QuantReLU(nn.Module):
-    """Module form of :func:`quantized_relu`; holds its own bits, alpha and STE."""
+    """Module form of :func:`quantized_relu`; holds its :class:`ActQuant` as ``quant``."""
 
-    def __init__(
-        self, bits: int = 2, alpha: float | None = None, ste: str | STE = "clipped_relu"
-    ) -> None:
+    def __init__(self, quant: ActQuant | int = 2, alpha: float | None = None,
+                 ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> None:
         super().__init__()
-        self.bits = check_bits(bits)
-        self.alpha = optimal_alpha(self.bits) if alpha is None else check_alpha(alpha)
-        self.ste = get_ste(ste)
+        self.quant = as_quant(quant, alpha, ste, rounding)
+
+    @property
+    def bits(self) -> int:
+        return self.quant.bits
+
+    @property
+    def alpha(self) -> float:
+        return self.quant.alpha
+
+    @property
+    def ste(self) -> STE:
+        return self.quant.ste
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return StaircaseSTEFunction.apply(x, self.bits, self.alpha, self.ste)
+        out: torch.Tensor = StaircaseSTEFunction.apply(x, self.quant)  # type: ignore[no-untyped-call]
+        return out
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, alpha={self.alpha:.6g}, ste={self.ste.name}"
+        return self.quant.describe()
 
 
-def quantize_model(
-    model: nn.Module, bits: int, alpha: float | None = None, ste: str | STE = "clipped_relu"
-) -> nn.Module:
-    """Replace every ``nn.ReLU`` submodule of ``model`` (in place) by a :class:`QuantReLU`.
-
-    Returns ``model``. Functional ``torch.relu`` calls inside ``forward`` are not
-    modules and are left alone.
-    """
-    bits = check_bits(bits)
-    alpha = optimal_alpha(bits) if alpha is None else check_alpha(alpha)
-    ste = get_ste(ste)
+def quantize_model(model: nn.Module, quant: ActQuant | int = 2, alpha: float | None = None,
+                   ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> nn.Module:
+    """Replace every ``nn.ReLU`` submodule of ``model`` (in place) by a :class:`QuantReLU`
+    of ``quant``. Returns ``model``. Functional ``torch.relu`` calls inside ``forward``
+    are not modules and are left alone. Training it runs autograd through the fused
+    kernels (the fast step applies to the library's two-layer models only)."""
+    spec = as_quant(quant, alpha, ste, rounding)
     for name, child in list(model.named_children()):
         if isinstance(child, nn.ReLU):
-            setattr(model, name, QuantReLU(bits, alpha, ste))
+            setattr(model, name, QuantReLU(spec))
         else:
-            quantize_model(child, bits, alpha, ste)
+            quantize_model(child, spec)
     return model

@@ -1,21 +1,28 @@
-"""The b-bit quantized ReLU ("staircase") and its MSE-optimal resolution.
+"""The b-bit quantized ReLU ("staircase"), its roundings and the MSE-optimal step α.
 
-σ(x) = α · clip(⌈x/α⌉, 0, 2^b − 1)
+σ(x) = α·c(x),   c(x) = #{j ∈ 0..L−1 : x > t_j},   L = 2^b − 1,   t_j = (j + o)·α
 
-Levels are {0, α, …, (2^b − 1)α}; steps are right-closed: σ(kα) = kα and
-σ(kα + ε) = (k+1)α; σ(x) = 0 for x ≤ 0; q_max = (2^b − 1)α. b = 1 is the binary
-ReLU α·1{x > 0}. Reference: Long, Yin & Xin, arXiv 2011.11256; Yin et al., ICLR 2019.
+with the rounding's offset o: ``ceil`` o = 0 (the authors' σ = α·clip(⌈x/α⌉, 0, L)),
+``nearest`` o = ½ (α·clip(round(x/α), 0, L)), ``floor`` o = 1 (α·clip(⌊x/α⌋, 0, L)).
+Level k covers the cell (t_{k−1}, t_k] (t_{−1} = −∞, t_L = +∞): a point exactly at a
+threshold goes to the lower level (right-closed steps), so σ(kα) = kα for ``ceil``.
+In floating point the thresholds are the numbers fl((j + o)·α) of the input's dtype
+(:meth:`coarsegrad.ActQuant.thresholds`). b = 1 with ``ceil`` is α·1{x > 0}.
+Reference: Long, Yin & Xin, arXiv 2011.11256; Yin et al., ICLR 2019 (arXiv 1903.05662).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-
-import torch
+from typing import Literal
 
 from coarsegrad.errors import ConfigError
 
 MAX_BITS = 8
+Rounding = Literal["ceil", "nearest", "floor"]
+ROUNDING_OFFSET: dict[str, float] = {"ceil": 0.0, "nearest": 0.5, "floor": 1.0}
+"""o in t_j = (j + o)·α, per rounding: the one place the three roundings are defined."""
 
 
 def check_bits(bits: object) -> int:
@@ -37,40 +44,11 @@ def check_alpha(alpha: object) -> float:
     return value
 
 
-def num_levels(bits: int) -> int:
-    """Largest code L = 2^b − 1."""
-    return (1 << check_bits(bits)) - 1
-
-
-def q_max(bits: int, alpha: float) -> float:
-    """Largest output level q = (2^b − 1)·α."""
-    return num_levels(bits) * check_alpha(alpha)
-
-
-def staircase_codes(x: torch.Tensor, bits: int, alpha: float) -> torch.Tensor:
-    """Integer codes c(x) = #{j ∈ 0..L−1 : x > fl(j·α)} ∈ {0..L}, as ``x``'s dtype.
-
-    This equals clip(⌈x/α⌉, 0, L) except where x/α rounds across an integer: the
-    thresholds are the floating-point numbers fl(jα) in ``x``'s dtype, so σ(fl(kα)) =
-    fl(kα) holds exactly. Computed as ⌈x/α⌉ followed by a one-step correction.
-    """
-    levels = num_levels(bits)
-    alpha = check_alpha(alpha)
-    code = torch.clamp(torch.ceil(x / alpha), 0, levels)
-    # ⌈x/α⌉ can be one off where x/α is within rounding of an integer; fix it against
-    # the thresholds fl(jα) themselves.
-    too_high = (code >= 1) & ((code - 1) * alpha >= x)
-    too_low = (code < levels) & (code * alpha < x)
-    return code - too_high.to(code.dtype) + too_low.to(code.dtype)
-
-
-def staircase(x: torch.Tensor, bits: int, alpha: float) -> torch.Tensor:
-    """σ(x) = α·clip(⌈x/α⌉, 0, 2^b − 1), exact at every boundary: σ(kα) = kα.
-
-    Not differentiable (its derivative is 0 almost everywhere); use
-    :func:`coarsegrad.quantized_relu` for training with a straight-through estimator.
-    """
-    return staircase_codes(x, bits, alpha) * check_alpha(alpha)
+def check_rounding(rounding: object) -> Rounding:
+    """Return ``rounding`` if it is one of ceil | nearest | floor, else raise ``ConfigError('rounding')``."""
+    if rounding == "ceil" or rounding == "nearest" or rounding == "floor":
+        return rounding  # narrowed by the comparisons
+    raise ConfigError("rounding", f"must be one of {', '.join(ROUNDING_OFFSET)}, got {rounding!r}")
 
 
 def _normal_pdf(x: float) -> float:
@@ -95,37 +73,45 @@ def _gaussian_sq_error(a: float, b: float, c: float) -> float:
     return second - 2.0 * c * first + c * c * mass
 
 
-def half_gaussian_mse(alpha: float, bits: int) -> float:
-    """E[(X − Q(X))²] for X = |N(0,1)| and Q(x) = α·clip(round(x/α), 0, 2^b − 1).
+def half_gaussian_mse(alpha: float, bits: int, rounding: Rounding = "nearest") -> float:
+    """E[(X − σ(X))²] for X = |N(0,1)| and the staircase σ with this rounding.
 
-    Exact: the integral over each rounding cell [(k−½)α, (k+½)α) of the Gaussian
-    second moment about kα, in closed form through Φ and φ (a factor 2 for the half
-    Gaussian density 2φ on [0, ∞)).
+    Exact: Σ_k ∫ over level k's cell (t_{k−1}, t_k] ∩ [0, ∞) of (x − kα)² 2φ(x) dx, the
+    Gaussian second moment about kα in closed form through Φ and φ (2φ: the half
+    Gaussian density on [0, ∞)). ``nearest`` is Lloyd's uniform quantizer.
     """
-    levels = num_levels(bits)
+    levels = (1 << check_bits(bits)) - 1
     alpha = check_alpha(alpha)
+    offset = ROUNDING_OFFSET[check_rounding(rounding)]
     total = 0.0
     for k in range(levels + 1):
-        lo = max(0.0, (k - 0.5) * alpha)
-        hi = math.inf if k == levels else (k + 0.5) * alpha
-        total += _gaussian_sq_error(lo, hi, k * alpha)
+        lo = max(0.0, (k - 1 + offset) * alpha)
+        hi = math.inf if k == levels else (k + offset) * alpha
+        if hi > lo:
+            total += _gaussian_sq_error(lo, hi, k * alpha)
     return 2.0 * total
 
 
-def optimal_alpha(bits: int) -> float:
-    """MSE-optimal uniform step α*(b) = argmin_α E[(X − Q_α(X))²], X half-Gaussian.
+def optimal_alpha(bits: int, rounding: Rounding = "nearest") -> float:
+    """MSE-optimal uniform step α*(b) = argmin_α E[(X − σ_α(X))²], X half-Gaussian.
 
-    Q_α rounds to the nearest level of {0, α, …, (2^b − 1)α} (Lloyd's uniform
-    quantizer). The objective is evaluated exactly (:func:`half_gaussian_mse`) and
-    minimised by a grid search followed by golden-section refinement. Published
-    values (Yin et al. 2019): b=1: 1.2221, b=2: 0.6511, b=4: 0.1946.
+    σ_α rounds by ``rounding`` (default ``nearest``: Lloyd's uniform quantizer, whose
+    published values (Yin et al. 2019) are b=1: 1.2221, b=2: 0.6511, b=4: 0.1946; the
+    authors use these with their ``ceil`` staircase, see :class:`coarsegrad.ActQuant`).
+    The objective is evaluated exactly (:func:`half_gaussian_mse`) and minimised by a
+    grid search followed by golden-section refinement. Cached: each (b, rounding) is
+    solved once per process.
     """
-    bits = check_bits(bits)
-    levels = num_levels(bits)
+    return _optimal_alpha(check_bits(bits), check_rounding(rounding))
+
+
+@functools.lru_cache(maxsize=None)
+def _optimal_alpha(bits: int, rounding: Rounding) -> float:
+    levels = (1 << bits) - 1
     # The optimum lies well inside (0, 6/L]: the top level never needs to pass 6σ.
     hi_bound = 6.0 / levels
     grid = [hi_bound * (i + 1) / 400 for i in range(400)]
-    losses = [half_gaussian_mse(a, bits) for a in grid]
+    losses = [half_gaussian_mse(a, bits, rounding) for a in grid]
     best = min(range(len(grid)), key=losses.__getitem__)
     lo = grid[max(best - 1, 0)]
     hi = grid[min(best + 1, len(grid) - 1)]
@@ -133,8 +119,12 @@ def optimal_alpha(bits: int) -> float:
     for _ in range(100):
         a = hi - ratio * (hi - lo)
         b = lo + ratio * (hi - lo)
-        if half_gaussian_mse(a, bits) < half_gaussian_mse(b, bits):
+        if half_gaussian_mse(a, bits, rounding) < half_gaussian_mse(b, bits, rounding):
             hi = b
         else:
             lo = a
     return 0.5 * (lo + hi)
+
+
+optimal_alpha.cache_info = _optimal_alpha.cache_info  # type: ignore[attr-defined]
+optimal_alpha.cache_clear = _optimal_alpha.cache_clear  # type: ignore[attr-defined]

@@ -4,31 +4,40 @@ Forward uses the staircase σ; backward multiplies the incoming gradient by μ�
 evaluated at the pre-activation x. Every STE here is a function of x and of
 q = q_max = (2^b − 1)·α, the top level of the staircase.
 
-| name              | μ(x)                                   | μ′(x)                                  |
-| ----------------- | -------------------------------------- | -------------------------------------- |
-| identity          | x                                      | 1                                      |
-| relu              | max(x, 0)                              | 1{x > 0}                               |
-| clipped_relu      | clip(x, 0, q)                          | 1{0 < x ≤ q}                           |
-| log_tailed_relu   | 0, x, q + log(x − q + 1) (x ≤ 0, ≤ q, > q) | 0, 1, 1/(x − q + 1)                |
+| name            | μ(x)                                       | μ′(x)                                |
+| --------------- | ------------------------------------------ | ------------------------------------ |
+| identity        | x                                          | 1                                    |
+| relu            | max(x, 0)                                  | 1{x > 0}                             |
+| clipped_relu    | clip(x, 0, q)                              | 1{0 < x ≤ q}                         |
+| log_tailed_relu | 0, x, q + log(x − q + 1) (x ≤ 0, ≤ q, > q) | 1 on (0, q], 1/(x − q + 1) on (q, ∞) |
 
-Boundary rule: μ′(0) = 0 for every STE but identity, μ′(q) = 1 (right-closed, like σ).
-Reference: Yin et al., "Understanding Straight-Through Estimator in Training Activation
-Quantized Neural Nets", ICLR 2019 (arXiv 1903.05662); Long, Yin & Xin, arXiv 2011.11256.
+(μ′ is 0 off the listed pieces; this table is :func:`ste_table`, rendered from each
+STE's piecewise description.) Boundary rule: μ′(0) = 0 for every STE but identity,
+μ′(q) = 1 (right-closed, like σ). Reference: Yin et al., "Understanding
+Straight-Through Estimator in Training Activation Quantized Neural Nets", ICLR 2019
+(arXiv 1903.05662); Long, Yin & Xin, arXiv 2011.11256.
+
+An STE's μ′ is written once, as :class:`Piece` s; the indicator mask, the μ′ tensor
+function, the fused backward kernel (:mod:`coarsegrad.quant.kernels`), the theory
+lab's intervals (:meth:`STE.interval`) and the table above are all derived from them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 import torch
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.quant.staircase import check_alpha, check_bits, q_max
 
 Fn = Callable[[torch.Tensor, float], torch.Tensor]
 """A function of (x, q) -> tensor shaped like x."""
+
+BOUNDS = (-math.inf, 0.0, 1.0, math.inf)
+"""Piece ends, in units of q: −∞, 0, q, +∞."""
 
 # Gauss–Legendre nodes/weights on [0, 1] for μ(x) = ∫_0^x μ′ = x·∫_0^1 μ′(x·t) dt.
 _nodes, _weights = np.polynomial.legendre.leggauss(64)
@@ -36,29 +45,142 @@ _GL_NODES = torch.tensor(0.5 * (_nodes + 1.0), dtype=torch.float64)
 _GL_WEIGHTS = torch.tensor(0.5 * _weights, dtype=torch.float64)
 
 
+def _bound(unit: float, q: float) -> float:
+    return unit * q if math.isfinite(unit) else unit
+
+
+def _value_text(value: object) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else "f(x, q)"
+
+
+def _bound_text(unit: float) -> str:
+    return {-math.inf: "−∞", 0.0: "0", 1.0: "q", math.inf: "∞"}[unit]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """μ′(x) = ``value`` for x between ``lo``·q and ``hi``·q (ends in :data:`BOUNDS`).
+
+    Ends are open unless ``lo_closed``/``hi_closed`` (default (lo, hi], right-closed
+    like σ; an infinite end is always open). ``value`` is a constant or a callable
+    (x, q) -> tensor, described in the docs table by ``text``.
+    """
+
+    lo: float
+    hi: float
+    value: Union[float, Fn] = 1.0
+    text: str = ""
+    lo_closed: bool = False
+    hi_closed: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lo not in BOUNDS or self.hi not in BOUNDS or not self.lo < self.hi:
+            raise ConfigError("pieces", f"ends must be in (−inf, 0, 1, inf) with lo < hi, got {self.lo}, {self.hi}")
+
+    @property
+    def is_one(self) -> bool:
+        """True when μ′ = 1 on this piece."""
+        return not callable(self.value) and float(self.value) == 1.0
+
+    def mask(self, x: torch.Tensor, q: float) -> torch.Tensor:
+        """The boolean set of x in this piece (no comparison at an infinite end)."""
+        inside = torch.ones_like(x, dtype=torch.bool)
+        lo, hi = _bound(self.lo, q), _bound(self.hi, q)
+        if math.isfinite(lo):
+            inside = inside & ((x >= lo) if self.lo_closed else (x > lo))
+        if math.isfinite(hi):
+            inside = inside & ((x <= hi) if self.hi_closed else (x < hi))
+        return inside
+
+    def condition(self) -> str:
+        """The piece as a condition on x, e.g. ``0 < x ≤ q``."""
+        lo, hi = self.lo, self.hi
+        lo_op, hi_op = ("≤" if self.lo_closed else "<"), ("≤" if self.hi_closed else "<")
+        if math.isinf(lo) and math.isinf(hi):
+            return "x ∈ ℝ"
+        if math.isinf(hi):
+            return f"x {'≥' if self.lo_closed else '>'} {_bound_text(lo)}"
+        if math.isinf(lo):
+            return f"x {hi_op} {_bound_text(hi)}"
+        return f"{_bound_text(lo)} {lo_op} x {hi_op} {_bound_text(hi)}"
+
+    def interval_text(self) -> str:
+        return (f"{'[' if self.lo_closed and math.isfinite(self.lo) else '('}{_bound_text(self.lo)}, "
+                f"{_bound_text(self.hi)}{']' if self.hi_closed and math.isfinite(self.hi) else ')'}")
+
+
 @dataclass(frozen=True)
 class STE:
     """A straight-through estimator: μ′(x; q) and μ(x; q).
 
-    ``derivative(x, q)`` is μ′; ``proxy(x, q)`` is μ, or ``None`` to integrate μ′
-    from 0 (64-point Gauss–Legendre on the pieces split at 0 and q, so exact to
-    rounding for μ′ that is a polynomial of degree < 128 on each piece). ``indicator(x, q)``, when given, returns the boolean set where
-    μ′ = 1 and μ′ is 0 elsewhere: backward then saves one byte per element instead
-    of the float pre-activation.
+    μ′ is ``pieces`` (μ′ = each piece's value on it, 0 off every piece), or for a
+    custom STE the callable ``user_derivative(x, q)``. ``proxy(x, q)`` is μ, or
+    ``None`` to integrate μ′ from 0 (64-point Gauss–Legendre on the pieces split at 0
+    and q, so exact to rounding for μ′ that is a polynomial of degree < 128 on each
+    piece). ``mu_text`` describes μ for the docs table.
     """
 
     name: str
-    derivative: Fn
+    pieces: tuple[Piece, ...] | None = None
+    user_derivative: Fn | None = None
     proxy: Fn | None = None
-    indicator: Callable[[torch.Tensor, float], torch.Tensor] | None = None
+    mu_text: str = ""
 
-    def dmu(self, x: torch.Tensor, bits: int, alpha: float) -> torch.Tensor:
-        """μ′(x) for the staircase with ``bits`` and ``alpha``."""
-        return self.derivative(x, q_max(bits, alpha))
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("ste", f"an STE needs a non-empty name, got {self.name!r}")
+        if (self.pieces is None) == (self.user_derivative is None):
+            raise ConfigError("ste", f"{self.name}: give exactly one of pieces or a derivative")
 
-    def mu(self, x: torch.Tensor, bits: int, alpha: float) -> torch.Tensor:
-        """μ(x) for the staircase with ``bits`` and ``alpha``."""
-        q = q_max(bits, alpha)
+    def derivative(self, x: torch.Tensor, q: float) -> torch.Tensor:
+        """μ′(x) with q = q_max, as ``x``'s dtype."""
+        if self.pieces is None:
+            assert self.user_derivative is not None
+            return self.user_derivative(x, q)
+        out = torch.zeros_like(x)
+        for piece in self.pieces:
+            value = piece.value(x, q) if callable(piece.value) else float(piece.value)
+            out = torch.where(piece.mask(x, q), value, out)
+        return out
+
+    @property
+    def is_indicator(self) -> bool:
+        """True when μ′ ∈ {0, 1} is known from the description (backward can keep a mask)."""
+        return self.pieces is not None and all(p.is_one for p in self.pieces)
+
+    def indicator(self, x: torch.Tensor, q: float) -> torch.Tensor:
+        """The boolean set where μ′ = 1, for an indicator STE (:attr:`is_indicator`)."""
+        if self.pieces is None or not self.is_indicator:
+            raise ConfigError("ste", f"{self.name} is not an indicator STE")
+        mask = torch.zeros_like(x, dtype=torch.bool)
+        for piece in self.pieces:
+            mask = mask | piece.mask(x, q)
+        return mask
+
+    def unit_interval(self) -> tuple[float, float] | None:
+        """(lo, hi) in units of q with μ′ = 1{lo·q < x ≤ hi·q}, or None for other STEs."""
+        if self.pieces is None or len(self.pieces) != 1:
+            return None
+        p = self.pieces[0]
+        right_closed = not p.lo_closed and (p.hi_closed or math.isinf(p.hi))
+        return (p.lo, p.hi) if p.is_one and right_closed else None
+
+    def interval(self, q: float) -> tuple[float, float] | None:
+        """(lo, hi) with μ′ = 1{lo < x ≤ hi} (the theory lab's exact case), else None."""
+        unit = self.unit_interval()
+        return None if unit is None else (_bound(unit[0], q), _bound(unit[1], q))
+
+    def derivative_text(self) -> str:
+        """μ′ as text, from the pieces (``custom`` for a user callable)."""
+        if self.pieces is None:
+            return "custom"
+        if self.is_indicator and len(self.pieces) == 1:
+            cond = self.pieces[0].condition()
+            return "1" if cond == "x ∈ ℝ" else f"1{{{cond}}}"
+        return ", ".join(f"{p.text or _value_text(p.value)} on {p.interval_text()}" for p in self.pieces)
+
+    def mu(self, x: torch.Tensor, q: float) -> torch.Tensor:
+        """μ(x) with q = q_max."""
         if self.proxy is not None:
             return self.proxy(x, q)
         # Split at the natural kinks 0 and q so each piece is smooth:
@@ -73,21 +195,9 @@ class STE:
         t = a.unsqueeze(-1) + (b - a).unsqueeze(-1) * _GL_NODES
         return (b - a) * (self.derivative(t, q) * _GL_WEIGHTS).sum(-1)
 
-def _identity_d(x: torch.Tensor, q: float) -> torch.Tensor:
-    return torch.ones_like(x)
 
-
-def _relu_mask(x: torch.Tensor, q: float) -> torch.Tensor:
-    return x > 0
-
-
-def _clipped_mask(x: torch.Tensor, q: float) -> torch.Tensor:
-    return (x > 0) & (x <= q)
-
-
-def _log_tailed_d(x: torch.Tensor, q: float) -> torch.Tensor:
-    tail = 1.0 / (torch.clamp(x, min=q) - q + 1.0)
-    return torch.where(x > q, tail, (x > 0).to(x.dtype))
+def _log_tail(x: torch.Tensor, q: float) -> torch.Tensor:
+    return 1.0 / (x - q + 1.0)
 
 
 def _log_tailed_mu(x: torch.Tensor, q: float) -> torch.Tensor:
@@ -95,25 +205,20 @@ def _log_tailed_mu(x: torch.Tensor, q: float) -> torch.Tensor:
     return torch.where(x > q, tail, torch.clamp(x, min=0.0))
 
 
-IDENTITY = STE(
-    "identity", derivative=_identity_d, proxy=lambda x, q: x.clone(),
-    indicator=lambda x, q: torch.ones_like(x, dtype=torch.bool),
-)
+IDENTITY = STE("identity", (Piece(-math.inf, math.inf),), proxy=lambda x, q: x.clone(), mu_text="x")
 """μ(x) = x, μ′ = 1 everywhere. Unstable near good minima (ICLR 2019); not monotone."""
 
-RELU = STE(
-    "relu", derivative=lambda x, q: _relu_mask(x, q).to(x.dtype),
-    proxy=lambda x, q: torch.clamp(x, min=0.0), indicator=_relu_mask,
-)
+RELU = STE("relu", (Piece(0.0, math.inf),), proxy=lambda x, q: torch.clamp(x, min=0.0), mu_text="max(x, 0)")
 """μ(x) = max(x, 0), μ′(x) = 1{x > 0}."""
 
-CLIPPED_RELU = STE(
-    "clipped_relu", derivative=lambda x, q: _clipped_mask(x, q).to(x.dtype),
-    proxy=lambda x, q: torch.clamp(x, 0.0, q), indicator=_clipped_mask,
-)
+CLIPPED_RELU = STE("clipped_relu", (Piece(0.0, 1.0),), proxy=lambda x, q: torch.clamp(x, 0.0, q),
+                   mu_text="clip(x, 0, q)")
 """μ(x) = clip(x, 0, q), μ′(x) = 1{0 < x ≤ q}."""
 
-LOG_TAILED_RELU = STE("log_tailed_relu", derivative=_log_tailed_d, proxy=_log_tailed_mu)
+LOG_TAILED_RELU = STE(
+    "log_tailed_relu", (Piece(0.0, 1.0), Piece(1.0, math.inf, _log_tail, "1/(x − q + 1)")),
+    proxy=_log_tailed_mu, mu_text="0, x, q + log(x − q + 1) (x ≤ 0, ≤ q, > q)",
+)
 """μ′(x) = 0 (x ≤ 0), 1 (0 < x ≤ q), 1/(x − q + 1) (x > q); μ = q + log(x − q + 1) for x > q."""
 
 BUILTIN_STES: dict[str, STE] = {
@@ -121,58 +226,36 @@ BUILTIN_STES: dict[str, STE] = {
 }
 
 
+def ste_table(stes: tuple[STE, ...] | None = None) -> str:
+    """The Markdown table | name | μ(x) | μ′(x) | of ``stes`` (default: the built-ins),
+    μ′ rendered from each STE's pieces."""
+    rows = [(s.name, s.mu_text, s.derivative_text()) for s in (stes or tuple(BUILTIN_STES.values()))]
+    head = ("name", "μ(x)", "μ′(x)")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([line(head), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
+
+
 def custom_ste(name: str, derivative: Fn, proxy: Fn | None = None) -> STE:
     """Build an STE from a μ′ callable ``derivative(x, q)`` (and optionally μ).
 
     Example, a linear-decay STE: ``custom_ste("decay", lambda x, q: (x > 0) * (x <= 2 * q)
-    * (1 - x / (2 * q)))``.
+    * (1 - x / (2 * q)))``. Its backward evaluates μ′ on the kept pre-activation (no
+    fused kernel applies); it cannot be saved by name in a checkpoint.
     """
     if not callable(derivative):
         raise ConfigError("derivative", "must be a callable (x, q) -> tensor")
-    return STE(name=name, derivative=derivative, proxy=proxy)
+    return STE(name=name, user_derivative=derivative, proxy=proxy)
 
 
 def get_ste(name: str | STE) -> STE:
     """Return the STE called ``name`` (or ``name`` itself if it is already an STE)."""
     if isinstance(name, STE):
         return name
-    if name not in BUILTIN_STES:
+    if not isinstance(name, str) or name not in BUILTIN_STES:
         valid = ", ".join(BUILTIN_STES)
         raise ConfigError("ste", f"unknown STE {name!r}; valid names: {valid}")
     return BUILTIN_STES[name]
-
-
-def monotone_violations(ste: STE | str, bits: int, alpha: float) -> list[str]:
-    """Reasons ``ste`` falls outside the monotone class, checked on a dense grid.
-
-    The class (method.md, our reading): μ′ = 0 on (−∞, 0], μ′ > 0 on (0, q], μ′
-    non-increasing on (0, ∞). The grid covers [−4q, 16q] with every kα, 0 and q and
-    their float neighbours; an empty list means no violation was found.
-    """
-    ste = get_ste(ste)
-    bits, alpha = check_bits(bits), check_alpha(alpha)
-    q = q_max(bits, alpha)
-    ks = torch.arange(0, (1 << bits), dtype=torch.float64) * alpha
-    eps = 1e-9 * max(q, 1.0)
-    grid = torch.cat([
-        torch.linspace(-4 * q, 16 * q, 20001, dtype=torch.float64),
-        ks, ks + eps, ks - eps, torch.tensor([q, q + eps, q - eps, 1e-12], dtype=torch.float64),
-    ]).unique()
-    d = ste.dmu(grid, bits, alpha).to(torch.float64)
-    problems = []
-    if not torch.isfinite(d).all():
-        problems.append("μ′ is not finite everywhere")
-    if (d[grid <= 0] != 0).any():
-        problems.append("μ′ is not 0 on (−∞, 0]")
-    inside = (grid > 0) & (grid <= q)
-    if not (d[inside] > 0).all():
-        problems.append("μ′ is not > 0 on (0, q]")
-    positive = d[grid > 0]
-    if (positive[1:] > positive[:-1] + 1e-12).any():
-        problems.append("μ′ is not non-increasing on (0, ∞)")
-    return problems
-
-
-def is_monotone(ste: STE | str, bits: int, alpha: float) -> bool:
-    """True if ``ste`` is in the monotone class for these bits and alpha (numerical check)."""
-    return not monotone_violations(ste, bits, alpha)

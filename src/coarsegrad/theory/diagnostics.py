@@ -23,7 +23,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.quant.staircase import optimal_alpha
+from coarsegrad.quant.spec import ActQuant
 from coarsegrad.quant.ste import STE, get_ste
 from coarsegrad.theory.expected import CoarseExpectation, expected_coarse_grad_at
 from coarsegrad.theory.population import (
@@ -47,7 +47,7 @@ def make_teacher(m: int, n: int, bits: int, *, seed: int = 0, r_star: float = 1.
     v_star = np.random.default_rng(seed).standard_normal(m)
     w_star = np.zeros(n)
     w_star[0] = r_star
-    a = optimal_alpha(bits) * r_star if alpha is None else alpha
+    a = ActQuant(bits).alpha * r_star if alpha is None else alpha
     return Teacher(v_star, w_star, bits, a)
 
 

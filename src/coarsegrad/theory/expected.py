@@ -37,8 +37,9 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.quant.staircase import q_max, staircase
-from coarsegrad.quant.ste import BUILTIN_STES, STE, get_ste
+from coarsegrad.quant.autograd import staircase
+from coarsegrad.quant.spec import ActQuant
+from coarsegrad.quant.ste import STE, get_ste
 from coarsegrad.theory.bivariate import norm_cdf, norm_pdf, safe_ratio
 from coarsegrad.theory.population import (
     Teacher,
@@ -69,13 +70,10 @@ class CoarseExpectation:
     samples: int = 0
 
 
-def indicator_interval(ste: STE | str, q: float) -> tuple[float, float] | None:
-    """(lo, hi) with μ′ = 1{lo < x ≤ hi} for the built-in indicator STEs, else None."""
-    ste = get_ste(ste)
-    table = {"identity": (-math.inf, math.inf), "relu": (0.0, math.inf), "clipped_relu": (0.0, q)}
-    if ste.name in table and ste is BUILTIN_STES.get(ste.name):
-        return table[ste.name]
-    return None
+def indicator_interval(ste: STE | str, q: float | ActQuant) -> tuple[float, float] | None:
+    """(lo, hi) with μ′ = 1{lo < x ≤ hi}, read from the STE's piecewise description
+    (:meth:`STE.interval`; q = q_max, or a spec's), else None (e.g. log-tailed, custom)."""
+    return get_ste(ste).interval(q.q_max if isinstance(q, ActQuant) else q)
 
 
 def _phi_at(p: float) -> float:
@@ -130,7 +128,7 @@ def expected_coarse_grad_at(
     ste = get_ste(ste)
     bits, alpha, r_star = teacher.bits, teacher.alpha, teacher.r_star
     a, P, Q = _coefficients(v, r, teacher)
-    interval = indicator_interval(ste, q_max(bits, alpha))
+    interval = indicator_interval(ste, teacher.quant)
     if interval is not None:
         m1, t1, c1, c2 = _exact_terms(bits, alpha, r, r_star, theta, *interval)
         return CoarseExpectation(a * m1 + P * t1 - Q * c1, -Q * c2)
@@ -139,8 +137,8 @@ def expected_coarse_grad_at(
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     u = torch.randn(samples, generator=gen, dtype=torch.float64)
     x = r * u
-    dmu = ste.dmu(x, bits, alpha).to(torch.float64)
-    sig = staircase(x, bits, alpha)
+    dmu = ste.derivative(x, teacher.quant.q_max).to(torch.float64)
+    sig = staircase(x, teacher.quant)
     un = u.numpy()[:, None]
     s, rho = sin_cos(theta)
     _, g = _levels(bits, alpha, r_star)

@@ -19,7 +19,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.quant.staircase import staircase
+from coarsegrad.quant.autograd import staircase
 from coarsegrad.quant.ste import STE, get_ste
 from coarsegrad.theory.population import Teacher
 
@@ -45,10 +45,10 @@ def sample_loss_and_coarse_grad(
     w_t = torch.as_tensor(np.asarray(w, dtype=np.float64))
     vs = torch.as_tensor(teacher.v_star)
     ws = torch.as_tensor(teacher.w_star)
-    bits, alpha = teacher.bits, teacher.alpha
+    quant = teacher.quant
     pre = Z @ w_t
-    diff = staircase(pre, bits, alpha) @ v_t - staircase(Z @ ws, bits, alpha) @ vs
-    weights = v_t * ste.dmu(pre, bits, alpha).to(torch.float64)  # [N, m]
+    diff = staircase(pre, quant) @ v_t - staircase(Z @ ws, quant) @ vs
+    weights = v_t * ste.derivative(pre, quant.q_max).to(torch.float64)  # [N, m]
     grad = diff[:, None] * torch.einsum("bm,bmn->bn", weights, Z)
     return 0.5 * diff * diff, grad
 

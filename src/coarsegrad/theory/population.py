@@ -27,6 +27,7 @@ has a cone singularity there); the ``*_at`` functions return the one-sided limit
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from coarsegrad.errors import ConfigError
-from coarsegrad.quant.staircase import check_alpha, check_bits, num_levels
+from coarsegrad.quant.spec import ActQuant
 from coarsegrad.theory.bivariate import bvn_density_times_s, bvn_upper, norm_cdf, norm_pdf, safe_ratio
 
 Array = NDArray[np.float64]
@@ -49,7 +50,8 @@ def _vector(name: str, value: ArrayLike) -> Array:
 
 @dataclass(frozen=True, eq=False)
 class Teacher:
-    """The teacher y* = v*ᵀσ(Zw*) and the shared activation σ (bits, alpha)."""
+    """The teacher y* = v*ᵀσ(Zw*) and the shared activation σ (bits, alpha; the ceil
+    staircase of the closed forms), as a spec in :attr:`quant`."""
 
     v_star: Array
     w_star: Array
@@ -59,10 +61,14 @@ class Teacher:
     def __post_init__(self) -> None:
         object.__setattr__(self, "v_star", _vector("v_star", self.v_star))
         object.__setattr__(self, "w_star", _vector("w_star", self.w_star))
-        check_bits(self.bits)
-        object.__setattr__(self, "alpha", check_alpha(self.alpha))
+        object.__setattr__(self, "alpha", self.quant.alpha)  # validates bits and alpha
         if not np.linalg.norm(self.w_star) > 0:
             raise ConfigError("w_star", "must be non-zero")
+
+    @functools.cached_property
+    def quant(self) -> ActQuant:
+        """σ's spec (ceil rounding; the STE is chosen per call)."""
+        return ActQuant(self.bits, self.alpha)
 
     @property
     def r_star(self) -> float:
@@ -109,7 +115,7 @@ def plane_frame(w: ArrayLike, w_star: ArrayLike) -> PlaneFrame:
 
 def _levels(bits: int, alpha: float, r: float) -> tuple[Array, Array]:
     """(k, h_k = kα/r) for k = 0..L−1."""
-    k = np.arange(num_levels(bits), dtype=np.float64)
+    k = np.arange(ActQuant(bits, alpha).levels, dtype=np.float64)
     return k, k * alpha / r
 
 

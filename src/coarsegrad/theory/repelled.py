@@ -27,7 +27,7 @@ import hashlib
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -189,7 +189,7 @@ def continue_training(start: nn.Module, ste: str, lr: float, splits: DatasetSpli
     Returns one record per step in ``cfg.eval_at`` (measured before that step's update).
     """
     model = copy.deepcopy(start)
-    model.act.ste = get_ste(ste)
+    model.act.quant = replace(model.act.quant, ste=get_ste(ste))
     theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     fast = fast_step(model, x, y, cfg.chunk_size)
     gen = torch.Generator().manual_seed(seed)

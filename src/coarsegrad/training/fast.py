@@ -1,8 +1,11 @@
 """The fast training step: manual forward and backward for the two-layer models.
 
-For :class:`~coarsegrad.models.networks.MLP` (no batch-norm) and
-:class:`~coarsegrad.models.networks.TwoLayerNet`, with rows x of one chunk (B rows) and the
-step's scale s (1/batch)::
+For any model whose ``two_layer_form()`` returns a
+:class:`~coarsegrad.models.networks.TwoLayerForm` (the library's
+:class:`~coarsegrad.models.networks.MLP` without batch-norm and
+:class:`~coarsegrad.models.networks.TwoLayerNet`, and their subclasses that keep their
+forward: the model decides), with rows x of one chunk (B rows) and the step's scale s
+(1/batch)::
 
     h = x W₁ᵀ + b₁                      one addmm into a reused buffer
     c, m = codes(h), μ′(h)              σ(h) = α·c; m: see coarsegrad.quant.kernels
@@ -21,42 +24,35 @@ gathered with ``index_select`` into a reused buffer. Chunks have at most
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from coarsegrad.errors import DataError
-from coarsegrad.models.networks import MLP, TwoLayerNet
-from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.models.networks import TwoLayerForm
 from coarsegrad.quant.kernels import EagerQuantizer, kernel_alpha_ok
 
 CACHE_ELEMENTS = 1 << 20
 CACHE_ROWS = 1024
+Layout = TwoLayerForm
 
 
-@dataclass(frozen=True)
-class Layout:
-    """The tensors of o = α·c(x W₁ᵀ + b₁) W₂ᵀ + b₂ (b₁, b₂ None when absent)."""
+@runtime_checkable
+class HasTwoLayerForm(Protocol):
+    """A model that says whether its forward is o = α·c(x W₁ᵀ + b₁) W₂ᵀ + b₂."""
 
-    w1: torch.Tensor
-    b1: torch.Tensor | None
-    w2: torch.Tensor
-    b2: torch.Tensor | None
-    act: QuantReLU
+    def two_layer_form(self) -> TwoLayerForm | None: ...
 
 
-def model_layout(model: nn.Module) -> Layout | None:
-    """The :class:`Layout` of ``model``, or None when the fast step cannot run it
-    (another architecture, a batch-norm, a subclass, hooks)."""
+def model_layout(model: nn.Module) -> TwoLayerForm | None:
+    """The model's own :class:`TwoLayerForm`, or None when it provides none (another
+    architecture, a batch-norm, an overridden forward) or has hooks."""
+    if not isinstance(model, HasTwoLayerForm):
+        return None
     if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules()):
         return None
-    if type(model) is MLP and type(model.norm) is nn.Identity and type(model.act) is QuantReLU \
-            and type(model.fc1) is nn.Linear and type(model.fc2) is nn.Linear:
-        return Layout(model.fc1.weight, model.fc1.bias, model.fc2.weight, model.fc2.bias, model.act)
-    if type(model) is TwoLayerNet and type(model.act) is QuantReLU:
-        return Layout(model.W, None, model.V, None, model.act)
-    return None
+    return model.two_layer_form()
 
 
 def _trainable(t: torch.Tensor | None) -> bool:
@@ -67,16 +63,15 @@ class FastStep:
     """Computes Σ CE and the coarse gradient of a batch into ``p.grad`` (see module doc),
     with the quantizer of :class:`~coarsegrad.quant.kernels.EagerQuantizer`."""
 
-    def __init__(self, layout: Layout, chunk_size: int) -> None:
+    def __init__(self, layout: TwoLayerForm, chunk_size: int) -> None:
         # at most chunk_size rows, fewer for wide layers: rows·H ≤ 2²⁰ keeps each
         # [rows, H] buffer (4 MiB in float32) in cache (full batch ~5% faster at H ≥ 512)
         hidden = layout.w1.shape[0]
         self.layout, self.chunk = layout, min(chunk_size, max(CACHE_ROWS, CACHE_ELEMENTS // hidden))
-        act = layout.act
-        self.quant = EagerQuantizer(act.bits, act.alpha, act.ste, layout.w1.dtype, layout.w1.device)
-        self.alpha = act.alpha
+        self.quant = EagerQuantizer(layout.quant, layout.w1.dtype, layout.w1.device)
+        self.alpha = layout.quant.alpha
         self.grads = [(p, torch.empty_like(p, memory_format=torch.contiguous_format))
-                      for p in (layout.w1, layout.b1, layout.w2, layout.b2) if _trainable(p)]
+                      for p in (layout.w1, layout.b1, layout.w2, layout.b2) if p is not None and p.requires_grad]
         self._grad_of = {id(p): g for p, g in self.grads}
         self._rows = 0
 
@@ -86,13 +81,13 @@ class FastStep:
             return
         w1 = self.layout.w1
         hidden = w1.shape[0]
-        like = {"dtype": w1.dtype, "device": w1.device}
-        self.h = torch.empty(rows, hidden, **like)
-        self.codes = torch.empty(rows, hidden, **like)
-        self.scratch = torch.empty(rows, hidden, **like)
+        dtype, device = w1.dtype, w1.device
+        self.h = torch.empty(rows, hidden, dtype=dtype, device=device)
+        self.codes = torch.empty(rows, hidden, dtype=dtype, device=device)
+        self.scratch = torch.empty(rows, hidden, dtype=dtype, device=device)
         self.xbuf = torch.empty(rows, x.shape[1], dtype=x.dtype, device=x.device)
         self.ybuf = torch.empty(rows, dtype=torch.int64, device=x.device)
-        self.minus_one = torch.full((1, rows), -1.0, **like)
+        self.minus_one = torch.full((1, rows), -1.0, dtype=dtype, device=device)
         self._rows = rows
 
     @torch.no_grad()
@@ -170,8 +165,7 @@ def fast_step(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk_size: in
         return None
     if X.shape[1] != layout.w1.shape[1]:
         return None  # let the autograd path raise its usual shape error
-    act = layout.act
-    if not kernel_alpha_ok(act.bits, act.alpha, X.dtype):
+    if not kernel_alpha_ok(layout.quant, X.dtype):
         return None
     classes = layout.w2.shape[0]
     if int(y.max()) >= classes:

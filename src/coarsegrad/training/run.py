@@ -79,8 +79,7 @@ def resolved_config(data: DataConfig, model: ModelConfig, train_cfg: TrainConfig
     """The config as saved: every field explicit, alpha resolved to its value."""
     model_dict = dataclasses.asdict(model)
     if model_dict["alpha"] is None and model.act == "quant":
-        from coarsegrad.quant.staircase import optimal_alpha
-        model_dict["alpha"] = optimal_alpha(model.bits)
+        model_dict["alpha"] = model.act_quant().alpha
     return {"data": dataclasses.asdict(data), "model": model_dict, "train": dataclasses.asdict(train_cfg)}
 
 

@@ -1,0 +1,148 @@
+"""The quantized activation's spec: one frozen, validated object carried whole by every
+layer, kernel, checkpoint, exporter and theory function that uses it.
+
+    ActQuant(bits=2, alpha=None, ste="clipped_relu", rounding="ceil", alpha_rule=None)
+
+σ(x) = α·c(x), c(x) = #{j ∈ 0..L−1 : x > t_j}, L = 2^b − 1, t_j = fl((j + o)·α) with
+o = 0 (ceil), ½ (nearest), 1 (floor) (:mod:`coarsegrad.quant.staircase`); a point at a
+threshold goes to the lower level. Backward: ∂L/∂x = ∂L/∂σ · μ′(x; q_max), μ′ the STE's.
+
+α is resolved once, at construction: ``alpha=None`` becomes ``optimal_alpha(bits, r)``
+where r is given by ``alpha_rule``: ``"nearest"`` (the default for ``ceil``) takes the
+nearest-rounding optimum — the paper's published α, used by the authors with their ceil
+staircase, so ``ActQuant(b).alpha == optimal_alpha(b)`` — and ``"matched"`` (the default
+for ``nearest`` and ``floor``) the optimum for the spec's own rounding. Everything
+derived (L, q_max, the thresholds in a dtype) is read from the spec, never recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import torch
+
+from coarsegrad.errors import ConfigError
+from coarsegrad.quant.staircase import (
+    ROUNDING_OFFSET,
+    Rounding,
+    check_alpha,
+    check_bits,
+    check_rounding,
+    optimal_alpha,
+)
+from coarsegrad.quant.ste import BUILTIN_STES, STE, get_ste
+
+AlphaRule = Literal["nearest", "matched"]
+
+
+@dataclass(frozen=True, init=False)
+class ActQuant:
+    """A b-bit staircase activation with its STE, rounding and resolved step α.
+
+    Every field is validated (``ConfigError`` naming it); ``alpha`` and ``ste`` are
+    stored resolved (a float, an :class:`~coarsegrad.quant.ste.STE`). Derived:
+    :attr:`levels` L = 2^b − 1, :attr:`q_max` = L·α, :meth:`thresholds`.
+    """
+
+    bits: int
+    alpha: float
+    ste: STE
+    rounding: Rounding
+    alpha_rule: AlphaRule
+
+    def __init__(self, bits: int = 2, alpha: float | None = None, ste: str | STE = "clipped_relu",
+                 rounding: Rounding = "ceil", alpha_rule: AlphaRule | None = None) -> None:
+        for name, value in (("bits", bits), ("alpha", alpha), ("ste", ste), ("rounding", rounding),
+                            ("alpha_rule", alpha_rule)):
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Validate every field and resolve ``alpha`` and ``ste`` (once)."""
+        bits = check_bits(self.bits)
+        rounding = check_rounding(self.rounding)
+        rule: Any = self.alpha_rule
+        if rule is None:
+            rule = "nearest" if rounding == "ceil" else "matched"
+        if rule not in ("nearest", "matched"):
+            raise ConfigError("alpha_rule", f"must be 'nearest' or 'matched' (or None), got {rule!r}")
+        ste = get_ste(self.ste)
+        alpha: Any = self.alpha
+        if alpha is None:
+            alpha = optimal_alpha(bits, rounding if rule == "matched" else "nearest")
+        alpha = check_alpha(alpha)
+        for name, value in (("ste", ste), ("alpha", alpha), ("alpha_rule", rule)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_thresholds", {})
+
+    @property
+    def levels(self) -> int:
+        """Largest code L = 2^b − 1."""
+        return (1 << self.bits) - 1
+
+    @property
+    def q_max(self) -> float:
+        """Top level q = L·α (the q of every STE's μ′)."""
+        return self.levels * self.alpha
+
+    @property
+    def offset(self) -> float:
+        """o in t_j = (j + o)·α: 0 (ceil), ½ (nearest), 1 (floor)."""
+        return ROUNDING_OFFSET[self.rounding]
+
+    def threshold(self, j: int, dtype: torch.dtype = torch.float64) -> float:
+        """t_j = fl((j + o)·α) in ``dtype``: the product of (j + o) (exact) by α made by
+        the same tensor-by-scalar multiply the kernels use (so a comparison x > t_j on
+        any device reads the same number). Defined for every integer j."""
+        return float(torch.tensor([j + self.offset], dtype=dtype) * self.alpha)
+
+    def thresholds(self, dtype: torch.dtype = torch.float64) -> tuple[float, ...]:
+        """(t_0, …, t_{L−1}) in ``dtype`` (cached per dtype): c(x) = #{j : x > t_j}."""
+        cache: dict[torch.dtype, tuple[float, ...]] = self.__dict__["_thresholds"]
+        if dtype not in cache:
+            cache[dtype] = tuple(self.threshold(j, dtype) for j in range(self.levels))
+        return cache[dtype]
+
+    def dmu(self, x: torch.Tensor) -> torch.Tensor:
+        """μ′(x; q_max) of the spec's STE."""
+        return self.ste.derivative(x, self.q_max)
+
+    def mu(self, x: torch.Tensor) -> torch.Tensor:
+        """μ(x; q_max) of the spec's STE."""
+        return self.ste.mu(x, self.q_max)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fields (the STE by name; a custom STE raises ``ConfigError('ste')``)."""
+        if BUILTIN_STES.get(self.ste.name) is not self.ste:
+            raise ConfigError("ste", f"a custom STE ({self.ste.name!r}) cannot be serialised")
+        return {"bits": self.bits, "alpha": self.alpha, "ste": self.ste.name,
+                "rounding": self.rounding, "alpha_rule": self.alpha_rule}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ActQuant:
+        """The spec of :meth:`to_dict` (unknown keys raise ``ConfigError`` naming the key)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("quant", f"must be a mapping, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(unknown[0], "is not a field of ActQuant")
+        return cls(**data)
+
+    def describe(self) -> str:
+        return (f"bits={self.bits}, alpha={self.alpha:.6g}, ste={self.ste.name}, "
+                f"rounding={self.rounding}")
+
+
+def as_quant(quant: ActQuant | int, alpha: float | None = None,
+             ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> ActQuant:
+    """``quant`` itself, or the :class:`ActQuant` of the (bits, alpha, ste, rounding)
+    conveniences (``quant`` then the bits); extra arguments beside a spec raise
+    ``ConfigError('quant')``."""
+    if isinstance(quant, ActQuant):
+        if alpha is not None or ste != "clipped_relu" or rounding != "ceil":
+            raise ConfigError("quant", "give either an ActQuant or bits/alpha/ste/rounding, not both")
+        return quant
+    return ActQuant(quant, alpha, ste, rounding)
