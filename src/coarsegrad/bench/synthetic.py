@@ -48,7 +48,7 @@ def plain_loop(X: torch.Tensor, y: torch.Tensor, W0: torch.Tensor, V: torch.Tens
         act = proxy + (torch.clamp(torch.ceil(h / alpha), 0, top) * alpha - proxy).detach()
         loss = F.cross_entropy(act @ V.t(), y)
         W.grad = None
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         with torch.no_grad():
             W -= lr * W.grad  # type: ignore[operator]
     return W.detach()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -151,7 +151,7 @@ class TwoLayerNet(nn.Module):
         own = type(self).forward is TwoLayerNet.forward and type(self).hidden is TwoLayerNet.hidden
         if not own or not _plain(self.act, QuantReLU):
             return None
-        return TwoLayerForm(self.W, None, self.V, None, self.act.quant)
+        return TwoLayerForm(self.W, None, self.V, None, cast(QuantReLU, self.act).quant)
 
 
 class MLP(nn.Module):
@@ -190,7 +190,7 @@ class MLP(nn.Module):
             return None
         if not (_plain(self.act, QuantReLU) and _plain(self.fc1, nn.Linear) and _plain(self.fc2, nn.Linear)):
             return None
-        return TwoLayerForm(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.act.quant)
+        return TwoLayerForm(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, cast(QuantReLU, self.act).quant)
 
 
 class LeNet5(nn.Module):
