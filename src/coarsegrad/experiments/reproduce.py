@@ -60,19 +60,21 @@ PLANS = {
 
 
 def synthetic_trials(plan: dict, seeds: int | None = None) -> list:
-    """STE × bits × seeds of the ``synthetic`` preset."""
+    """STE × bits × seeds of the ``synthetic`` preset, and the float baseline (ste ``float``)."""
     preset = load_preset("synthetic")
     preset["train"]["steps"] = plan["synthetic_steps"]
+    settings = [(ste, bits) for ste in STES for bits in BITS] + [("float", None)]
     return [(synthetic_trial, {"data": preset["data"], "model": preset["model"], "train_cfg": preset["train"],
                                "ste": ste, "bits": bits, "seed": seed})
-            for ste in STES for bits in BITS for seed in range(seeds or plan["synthetic_seeds"])]
+            for ste, bits in settings for seed in range(seeds or plan["synthetic_seeds"])]
 
 
 def two_layer_trials(plan: dict, data_dir: str | None, device: str, seeds: int | None = None) -> list:
     p = plan["two_layer"]
+    settings = [(ste, bits) for ste in STES for bits in BITS] + [("float", None)]  # + the float baseline
     return [(mnist_trial, {"experiment": "mnist_two_layer", "model": TWO_LAYER, "ste": ste, "bits": bits,
                            "seed": seed, "train_cfg": p["train"], "data_dir": data_dir, "device": device})
-            for ste in STES for bits in BITS for seed in range(seeds or p["seeds"])]
+            for ste, bits in settings for seed in range(seeds or p["seeds"])]
 
 
 def lenet_trials(plan: dict, out: Path, data_dir: str | None, device: str, seeds: int | None = None,
@@ -201,7 +203,7 @@ def write_report(records: list[dict], out: Path, env: dict, mode: str,
                      + report.accuracy_table(records, "mnist_two_layer"))
     if any(r["experiment"] == "lenet5" for r in records):
         parts.append("## MNIST, LeNet-5: test accuracy % (mean ± std over seeds)\n\n"
-                     + report.accuracy_table(records, "lenet5", ICLR2019_LENET5))
+                     + report.accuracy_table(records, "lenet5", ICLR2019_LENET5, float_experiment="lenet5_float"))
         report.plot_mnist_curves([r for r in records if r["experiment"] == "lenet5"], out / "lenet5_curves.png")
     if theory:
         from coarsegrad.theory.summary import theory_summary
