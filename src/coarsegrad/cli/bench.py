@@ -105,7 +105,7 @@ def run_inference(args: argparse.Namespace) -> int:
     for run_dir in args.inference:
         path = Path(run_dir) / "model.safetensors" if Path(run_dir).is_dir() else Path(run_dir)
         model, _ = load_checkpoint(path)
-        result = inference_benchmark(model, x, y, input_range=lo_hi, repeats=args.repeats or 5)
+        result: dict[str, Any] = inference_benchmark(model, x, y, input_range=lo_hi, repeats=args.repeats or 5)
         rows.append({"run": run_dir, **result})
         print(f"{run_dir}: H={result['hidden']} " + " ".join(
             f"{name}={result[name]['samples_per_s']:,.0f}/s" for name in ("torch_fp32", "onnx_fp32", "onnx_int8"))

@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def confusion_matrix(y: np.ndarray, pred: np.ndarray, num_classes: int) -> np.nd
     return np.bincount(y * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, -1)
 
 
-def _convert(artifact, engine: str):  # type: ignore[no-untyped-def]
+def _convert(artifact: Any, engine: str) -> Any:
     from coarsegrad.export.artifacts import Artifact, input_range
     from coarsegrad.export.integer import to_integer
 

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("RUN_DIR", f"{artifact.path} is already exported ({artifact.kind}); "
                           "give a run directory or checkpoint")
     header = {k: v for k, v in artifact.header.items() if k != "tensors"}
+    assert artifact.model is not None  # a "torch" artifact holds its model
     if args.int8:
         lo_hi = tuple(args.input_range) if args.input_range else input_range(header)
         integer = to_integer(artifact.model, weights="int8", input_range=lo_hi)

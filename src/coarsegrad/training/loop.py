@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal
 
@@ -121,22 +122,25 @@ class History:
         return asdict(self)
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``config.optimizer``, with PyTorch's fused update (one kernel,
     the same formula) where the parameters allow it: on CPU, SGD ~1.6× and Adam ~10×
     faster per step at 784×2048."""
     params = list(params)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    try:
+        return _optimizer(params, config, fused=True if fused else None)
+    except (RuntimeError, ValueError):  # a torch without this fused kernel
+        if not fused:
+            raise
+        return _optimizer(params, config, fused=None)
+
+
+def _optimizer(params: list[torch.nn.Parameter], config: TrainConfig, fused: bool | None) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
-        cls, kwargs = torch.optim.Adam, {"lr": config.lr, "weight_decay": config.weight_decay}
-    else:
-        momentum = config.momentum if config.optimizer == "momentum" else 0.0
-        cls, kwargs = torch.optim.SGD, {"lr": config.lr, "momentum": momentum, "weight_decay": config.weight_decay}
-    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
-        try:
-            return cls(params, fused=True, **kwargs)
-        except (RuntimeError, ValueError):  # a torch without this fused kernel
-            pass
-    return cls(params, **kwargs)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    momentum = config.momentum if config.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(params, lr=config.lr, momentum=momentum, weight_decay=config.weight_decay, fused=fused)
 
 
 def _accumulate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk: int,
@@ -150,7 +154,7 @@ def _accumulate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk: int,
         if start == 0 and int(y.max()) >= out.shape[1]:
             raise DataError("y", f"label {int(y.max())} is out of range for {out.shape[1]} outputs")
         loss = F.cross_entropy(out, yb, reduction="sum")
-        (loss * scale).backward()
+        (loss * scale).backward()  # type: ignore[no-untyped-call]
         loss_sum += loss.detach()
         correct += (out.detach().argmax(1) == yb).sum()
     return loss_sum, correct
