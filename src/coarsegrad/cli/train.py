@@ -36,6 +36,7 @@ from coarsegrad.errors import ConfigError
 from coarsegrad.io.results import RunSummary
 from coarsegrad.training.loop import OPTIMIZERS, TrainConfig
 from coarsegrad.training.run import check_device, load_run_config, run_training
+from coarsegrad.validate import MAX_STEPS, MAX_WORKERS, optional_integer
 
 SMALL_PROBLEM = 1 << 20  # rows × features below which one thread is fastest (no parallel work to share)
 
@@ -120,15 +121,25 @@ def resolve_configs(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig, 
             dataclass_from_flags(TrainConfig, args, train_base))
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise ConfigError("checkpoint_every", f"must be >= 0, got {args.checkpoint_every}")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError("threads", f"must be >= 1, got {args.threads}")
+def check_flags(args: argparse.Namespace) -> None:
+    """The flags that are not config fields, checked before anything runs."""
+    optional_integer("checkpoint_every", args.checkpoint_every, lo=0, hi=MAX_STEPS)
+    optional_integer("threads", args.threads, lo=1, hi=MAX_WORKERS)
     check_device(args.device)
+
+
+def resolve(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The validated configs of ``coarsegrad train ARGS`` and every other flag checked;
+    nothing is read but the presets, nothing is written."""
+    check_flags(args)
+    return resolve_configs(args)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
+        check_flags(args)
         return _resume(args)
-    data, model, train = resolve_configs(args)
+    data, model, train = resolve(args)
     out = args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")
     return _train(args, data, model, train, out, resume=False, checkpoint_every=args.checkpoint_every or 0)
 
