@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from coarsegrad.config import DataConfig, ModelConfig
 from coarsegrad.errors import DataError
-from coarsegrad.io.results import SCHEMA_VERSION, RunSummary, TrialMetrics, TrialRecord, read_record, write_record
+from coarsegrad.io.results import (
+    SCHEMA_VERSION,
+    MnistTrialRow,
+    RunSummary,
+    SyntheticTrialRow,
+    TrialMetrics,
+    TrialRecord,
+    read_record,
+    read_rows,
+    write_record,
+    write_rows,
+)
 from coarsegrad.training.loop import TrainConfig
 from coarsegrad.training.run import run_training
 
@@ -75,8 +87,6 @@ def test_run_training_writes_and_returns_a_run_summary(tmp_path):
 
 
 def test_committed_bench_records_read_as_typed_records():
-    from pathlib import Path
-
     from coarsegrad.io.results import EpochBenchRecord
 
     paths = sorted((Path(__file__).parents[2] / "results" / "bench").glob("cpu*.json"))
@@ -90,3 +100,63 @@ def test_unknown_fields_are_refused(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({**SUMMARY.to_dict(), "surprise": 1}))
     with pytest.raises(DataError, match="surprise"):
         read_record(tmp_path / "s.json", RunSummary)
+
+
+RESULTS = Path(__file__).parents[2] / "results"
+
+
+@pytest.mark.parametrize("name,types", [
+    ("quick", {SyntheticTrialRow, MnistTrialRow}), ("synthetic", {SyntheticTrialRow}),
+    ("mnist_two_layer", {MnistTrialRow}), ("lenet5", {MnistTrialRow})])
+def test_committed_reproduce_rows_read_as_typed_rows(name, types):
+    path = RESULTS / name / "results.json"
+    raw = json.loads(path.read_text())
+    rows = read_rows(path)
+    assert {type(r) for r in rows} == types and len(rows) == len(raw)
+    for row, old in zip(rows, raw, strict=True):  # written before schema_version: read as version 1, every key kept
+        assert row.schema_version == 1 and "schema_version" not in old
+        assert {k: v for k, v in row.to_dict().items() if k != "schema_version"} == old
+
+
+def _tiny_synthetic_row():
+    from coarsegrad.experiments.synthetic import synthetic_trial
+
+    data = {"num_classes": 2, "dim": 4, "subspace_dim": 1, "samples_per_class": 4}
+    return synthetic_trial(data, {"units_per_class": 2}, {"steps": 3}, "clipped_relu", 2, 0)
+
+
+def test_fresh_synthetic_row_round_trips(tmp_path):
+    raw = _tiny_synthetic_row()
+    assert raw["schema_version"] == SCHEMA_VERSION and raw["steps"] <= 3 and raw["curve"]["step"]
+    write_rows(tmp_path / "results.json", [raw, SyntheticTrialRow.from_dict(raw)])
+    back = read_rows(tmp_path / "results.json", SyntheticTrialRow)
+    assert [r.to_dict() for r in back] == [raw, raw]
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda d: d.update(surprise=1), "surprise"),
+    (lambda d: d.update(schema_version=2), "schema_version"),
+    (lambda d: d.pop("perfect"), "'perfect' is missing"),
+    (lambda d: d.update(seed="0"), "'seed'"),
+    (lambda d: d.update(experiment="nope"), "unknown experiment"),
+])
+def test_bad_rows_name_the_file_and_row(tmp_path, change, match):
+    raw = _tiny_synthetic_row()
+    change(raw)
+    (tmp_path / "results.json").write_text(json.dumps([_tiny_synthetic_row(), raw]))
+    with pytest.raises(DataError, match=match) as err:
+        read_rows(tmp_path / "results.json")
+    assert err.value.field == f"{tmp_path / 'results.json'} row 1"
+    with pytest.raises(DataError, match=match):  # nor is such a row written
+        write_rows(tmp_path / "again.json", [raw])
+    assert not (tmp_path / "again.json").exists()
+
+
+def test_results_file_that_is_not_a_list_of_rows(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(DataError, match="JSON list") as err:
+        read_rows(tmp_path / "results.json")
+    assert err.value.field == str(tmp_path / "results.json")
+    (tmp_path / "results.json").write_text("[")
+    with pytest.raises(DataError, match="results.json"):
+        read_rows(tmp_path / "results.json")

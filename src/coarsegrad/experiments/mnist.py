@@ -18,6 +18,7 @@ from coarsegrad.config import ModelConfig
 from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.errors import TrainingDiverged
 from coarsegrad.io import tensorfile
+from coarsegrad.io.results import MnistTrialRow
 from coarsegrad.models.build import build_model
 from coarsegrad.training.loop import TrainConfig, evaluate, train
 
@@ -37,7 +38,8 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
                 dataset: str = "mnist", data_dir: str | None = None, device: str = "cpu",
                 train_subset: int | None = None, init_from: str | None = None,
                 save_to: str | None = None) -> dict:
-    """Train one seed; evaluate on the test split; return a flat record with the curve.
+    """Train one seed; evaluate on the test split; return a flat record with the curve
+    (a :class:`MnistTrialRow` as a dict).
 
     ``bits=None`` trains the float network (plain ReLU: the baseline, and LeNet-5's float init).
     ``init_from`` loads starting weights (safetensors); ``save_to`` saves the final ones.
@@ -80,16 +82,16 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
         curve["test_acc"][-1] = test_acc  # the last epoch's point is the final evaluation
     if save_to:
         tensorfile.save(save_to, dict(net.state_dict()))
-    return {
-        "experiment": experiment, "dataset": dataset, "model": model_cfg.model,
-        "ste": ste if bits else "float", "bits": bits, "seed": seed,
-        "alpha": model_cfg.act_quant().alpha if bits else None,
-        "train_acc": train_acc, "test_acc": test_acc, "final_loss": train_loss, "test_loss": test_loss,
-        "epochs": steps / per_epoch, "steps": steps, "seconds": seconds, "device": device,
-        "diverged_step": diverged, "train_subset": train_subset, "init_from": init_from,
-        "curve": curve, "config": {"data": {"data": dataset, "normalisation": [splits.mean, splits.std]},
-                                   "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(tcfg)},
-    }
+    return MnistTrialRow(
+        experiment=experiment, dataset=dataset, model=model_cfg.model,
+        ste=ste if bits else "float", bits=bits, seed=seed,
+        alpha=model_cfg.act_quant().alpha if bits else None,
+        train_acc=train_acc, test_acc=test_acc, final_loss=train_loss, test_loss=test_loss,
+        epochs=steps / per_epoch, steps=steps, seconds=seconds, device=device,
+        diverged_step=diverged, train_subset=train_subset, init_from=init_from,
+        curve=curve, config={"data": {"data": dataset, "normalisation": [splits.mean, splits.std]},
+                             "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(tcfg)},
+    ).to_dict()
 
 
 def float_init_path(out: Path, seed: int) -> Path:

@@ -15,8 +15,8 @@ Six experiments (``PLANS`` gives the sizes of the first three per mode):
   ``OUT/theory/<study>/`` (:mod:`coarsegrad.theory.runner`), summarised in tables.md.
   Runs by default only in full mode (quick mode: when named, with the studies' quick presets).
 
-Writes ``OUT/results.json`` (flat records), ``OUT/tables.md`` and PNG plots, all
-made from the records. Quick mode takes minutes on 2 CPU cores.
+Writes ``OUT/results.json`` (flat records, :func:`coarsegrad.io.results.write_rows`),
+``OUT/tables.md`` and PNG plots, all made from the records. Quick mode takes minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from coarsegrad.experiments import report, synthetic_table
 from coarsegrad.experiments.mnist import ICLR2019_LENET5, float_init_path, mnist_trial
 from coarsegrad.experiments.synthetic import BITS, STES, synthetic_trial
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
+from coarsegrad.io.results import write_rows
 from coarsegrad.parallel import run_trials
 
 EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory", "synthetic-table", "synthetic-units")
@@ -153,10 +154,10 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
         done = len(records)
 
         def save(finished: list[dict]) -> None:
-            atomic_write_json(out / "results.json", records[:done] + finished)
+            write_rows(out / "results.json", records[:done] + finished)
 
         records.extend(run_trials(trials, workers, desc, progress, on_result=save))
-        atomic_write_json(out / "results.json", records)
+        write_rows(out / "results.json", records)
 
     if "synthetic" in only:
         add(synthetic_trials(plan, seeds), "synthetic")
@@ -166,7 +167,7 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
             table_plan = synthetic_table.PLANS["full" if full else "quick"]
             records.extend(synthetic_table.run_grid(name.replace("-", "_"), settings(seeds or table_plan["seeds"]),
                                                     table_plan["steps"], workers, progress))
-            atomic_write_json(out / "results.json", records)
+            write_rows(out / "results.json", records)
     if "mnist_two_layer" in only:
         add(two_layer_trials(plan, data_dir, device, seeds), "mnist 2-layer")
     if "lenet5" in only:
@@ -175,7 +176,7 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
         add(lenet_trials(plan, out, data_dir, device, seeds), "lenet5")
     theory = run_theory(full, out / "theory", workers, progress, seeds, data_dir) if "theory" in only else None
     env = environment(device)
-    atomic_write_json(out / "results.json", records)
+    write_rows(out / "results.json", records)
     atomic_write_json(out / "env.json", {**env, "mode": "full" if full else "quick", "experiments": list(only),
                                          "seconds": time.perf_counter() - started})
     text = write_report(records, out, env, "full" if full else "quick", theory)

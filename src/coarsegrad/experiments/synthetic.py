@@ -11,6 +11,7 @@ import time
 
 from coarsegrad.config import DataConfig, ModelConfig
 from coarsegrad.errors import TrainingDiverged
+from coarsegrad.io.results import SyntheticTrialRow
 from coarsegrad.models.build import build_model
 from coarsegrad.training.loop import TrainConfig, train
 from coarsegrad.training.run import build_data
@@ -20,7 +21,7 @@ BITS = (1, 2, 4)
 
 
 def synthetic_trial(data: dict, model: dict, train_cfg: dict, ste: str, bits: int | None, seed: int) -> dict:
-    """Train one seed; return a flat record with the curve. ``bits`` None (ste ``float``):
+    """Train one seed; return a flat record with the curve (a :class:`SyntheticTrialRow` as a dict). ``bits`` None (ste ``float``):
     the float baseline, plain ReLU."""
     data_cfg = DataConfig(**data)
     quant = {"ste": ste, "bits": bits, "act": "quant"} if bits is not None else {"act": "float"}
@@ -40,14 +41,14 @@ def synthetic_trial(data: dict, model: dict, train_cfg: dict, ste: str, bits: in
         steps, perfect = history.steps_run, history.perfect_step
     except TrainingDiverged as exc:
         diverged, final_loss, train_acc, curve, steps, perfect = exc.step, float("nan"), 0.0, None, exc.step, None
-    return {
-        "experiment": "synthetic", "dataset": "synthetic", "model": "two_layer",
-        "ste": ste, "bits": bits, "seed": seed, "alpha": model_cfg.act_quant().alpha if bits is not None else None,
-        "units_per_class": model_cfg.units_per_class, "lr": tcfg.lr,
-        "train_acc": train_acc, "test_acc": None, "final_loss": final_loss,
-        "perfect": perfect is not None, "perfect_step": perfect, "diverged_step": diverged,
-        "epochs": steps, "steps": steps, "seconds": time.perf_counter() - started,
-        "device": "cpu", "curve": curve,
-        "config": {"data": dataclasses.asdict(data_cfg), "model": dataclasses.asdict(model_cfg),
-                   "train": dataclasses.asdict(tcfg)},
-    }
+    return SyntheticTrialRow(
+        experiment="synthetic", dataset="synthetic", model="two_layer",
+        ste=ste, bits=bits, seed=seed, alpha=model_cfg.act_quant().alpha if bits is not None else None,
+        units_per_class=model_cfg.units_per_class, lr=tcfg.lr,
+        train_acc=train_acc, test_acc=None, final_loss=final_loss,
+        perfect=perfect is not None, perfect_step=perfect, diverged_step=diverged,
+        epochs=steps, steps=steps, seconds=time.perf_counter() - started,
+        device="cpu", curve=curve,
+        config={"data": dataclasses.asdict(data_cfg), "model": dataclasses.asdict(model_cfg),
+                "train": dataclasses.asdict(tcfg)},
+    ).to_dict()

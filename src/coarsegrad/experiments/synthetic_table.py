@@ -29,6 +29,7 @@ import torch
 
 from coarsegrad.config import ModelConfig, load_preset
 from coarsegrad.data.synthetic import synthetic_data
+from coarsegrad.io.results import SyntheticTableRow
 from coarsegrad.models.build import build_model
 from coarsegrad.parallel import run_trials
 from coarsegrad.quant.spec import ActQuant
@@ -97,14 +98,14 @@ def train_shard(experiment: str, settings: list[dict], steps: int) -> dict[str, 
                                num_classes=classes)
         seconds = time.perf_counter() - started
         for i, s in enumerate(group):
-            records[where[i]] = {
-                "experiment": experiment, "dataset": "synthetic", "data": s["kind"], "model": "two_layer",
-                "rounding": s["rounding"], "ste": s["ste"], "bits": s["bits"], "seed": s["seed"],
-                "alpha": quants[i].alpha, "alpha_rule": quants[i].alpha_rule, "units_per_class": units, "lr": lr, "max_steps": steps,
-                "perfect": result.perfect_step[i] is not None, "perfect_step": result.perfect_step[i],
-                "train_acc": result.train_acc[i], "final_loss": result.loss[i], "steps": result.steps_run[i],
-                "diverged_step": result.diverged_step[i], "batch_seconds": seconds, "batch_runs": len(group),
-                "device": "cpu"}
+            records[where[i]] = SyntheticTableRow(
+                experiment=experiment, dataset="synthetic", data=s["kind"], model="two_layer",
+                rounding=s["rounding"], ste=s["ste"], bits=s["bits"], seed=s["seed"],
+                alpha=quants[i].alpha, alpha_rule=quants[i].alpha_rule, units_per_class=units, lr=lr,
+                max_steps=steps, perfect=result.perfect_step[i] is not None, perfect_step=result.perfect_step[i],
+                train_acc=result.train_acc[i], final_loss=result.loss[i], steps=result.steps_run[i],
+                diverged_step=result.diverged_step[i], batch_seconds=seconds, batch_runs=len(group),
+                device="cpu").to_dict()
     return {"records": records}
 
 

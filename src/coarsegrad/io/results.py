@@ -2,7 +2,9 @@
 
 - :class:`RunSummary`: a run directory's ``summary.json`` (written by ``training/run.py``);
 - :class:`TrialRecord` (with :class:`TrialMetrics`): one line of a sweep's ``trials.jsonl``;
-- :class:`EpochBenchRecord`, :class:`InferenceBenchRecord`: ``coarsegrad bench --json`` records.
+- :class:`EpochBenchRecord`, :class:`InferenceBenchRecord`: ``coarsegrad bench --json`` records;
+- :class:`SyntheticTrialRow`, :class:`MnistTrialRow`, :class:`SyntheticTableRow`: the rows of
+  ``coarsegrad reproduce``'s ``results.json`` (a JSON list; :func:`write_rows`, :func:`read_rows`).
 
 Every record carries ``schema_version``. JSON keys are the field names, as in the records
 written before the field existed; a record without ``schema_version`` is read as version 1
@@ -19,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterable, TypeVar
 
 from coarsegrad.errors import DataError
 from coarsegrad.io.records import atomic_write_json
@@ -201,5 +203,126 @@ def read_record(path: str | Path, cls: type[R]) -> R:
     return cls.from_dict(raw, str(path))
 
 
-__all__ = ["SCHEMA_VERSION", "EpochBenchRecord", "InferenceBenchRecord", "RunSummary", "SyntheticBenchRecord",
-           "TrialMetrics", "TrialRecord", "read_record", "write_record"]
+@dataclass
+class SyntheticTrialRow(_Record):
+    """One seed of the ``synthetic`` experiment (:func:`coarsegrad.experiments.synthetic.synthetic_trial`);
+    ``bits`` None: the float baseline; a diverged run has ``final_loss`` NaN and ``curve`` None."""
+
+    experiment: str
+    dataset: str
+    model: str
+    ste: str
+    bits: int | None
+    seed: int
+    alpha: float | None
+    units_per_class: int
+    lr: float
+    train_acc: float | None  # None: training was interrupted
+    test_acc: float | None
+    final_loss: float | None
+    perfect: bool
+    perfect_step: int | None
+    diverged_step: int | None
+    epochs: int
+    steps: int
+    seconds: float
+    device: str
+    curve: dict[str, Any] | None
+    config: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class MnistTrialRow(_Record):
+    """One seed of ``mnist_two_layer``, ``lenet5`` or ``lenet5_float``
+    (:func:`coarsegrad.experiments.mnist.mnist_trial`); ``bits`` None: a float network."""
+
+    experiment: str
+    dataset: str
+    model: str
+    ste: str
+    bits: int | None
+    seed: int
+    alpha: float | None
+    train_acc: float
+    test_acc: float
+    final_loss: float
+    test_loss: float
+    epochs: float
+    steps: int
+    seconds: float
+    device: str
+    diverged_step: int | None
+    train_subset: int | None
+    init_from: str | None
+    curve: dict[str, Any]
+    config: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class SyntheticTableRow(_Record):
+    """One run of ``synthetic_table`` or ``synthetic_units`` (:mod:`coarsegrad.experiments.synthetic_table`)."""
+
+    experiment: str
+    dataset: str
+    data: str
+    model: str
+    rounding: str
+    ste: str
+    bits: int
+    seed: int
+    alpha: float
+    alpha_rule: str
+    units_per_class: int
+    lr: float
+    max_steps: int
+    perfect: bool
+    perfect_step: int | None
+    train_acc: float
+    final_loss: float
+    steps: int
+    diverged_step: int | None
+    batch_seconds: float
+    batch_runs: int
+    device: str
+    schema_version: int = SCHEMA_VERSION
+
+
+ROW_TYPES: dict[str, type[_Record]] = {
+    "synthetic": SyntheticTrialRow, "mnist_two_layer": MnistTrialRow, "lenet5": MnistTrialRow,
+    "lenet5_float": MnistTrialRow, "synthetic_table": SyntheticTableRow, "synthetic_units": SyntheticTableRow}
+
+
+def row_from_dict(raw: object, source: str = "row", cls: type[_Record] | None = None) -> _Record:
+    """A ``results.json`` row as ``cls`` (default: the row type of its ``experiment``, :data:`ROW_TYPES`)."""
+    if cls is None:
+        experiment = raw.get("experiment") if isinstance(raw, dict) else None
+        if experiment not in ROW_TYPES:
+            raise DataError(source, f"row has unknown experiment {experiment!r}; known: {', '.join(ROW_TYPES)}")
+        cls = ROW_TYPES[experiment]
+    return cls.from_dict(raw, source)
+
+
+def write_rows(path: str | Path, rows: Iterable[_Record | dict[str, Any]]) -> None:
+    """Atomically write ``rows`` as a JSON list; a dict row is checked as its :data:`ROW_TYPES` record first."""
+    out = [(row if isinstance(row, _Record) else row_from_dict(row, f"{path} row {i}")).to_dict()
+           for i, row in enumerate(rows)]
+    atomic_write_json(Path(path), out)
+
+
+def read_rows(path: str | Path, cls: type[_Record] | None = None) -> list[Any]:
+    """The rows of the ``results.json`` list ``path``, each as ``cls`` (default: by its ``experiment``);
+    DataError naming the file (and row) if it is not one."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DataError(str(path), f"cannot read result rows ({type(exc).__name__})") from None
+    if not isinstance(raw, list):
+        raise DataError(str(path), f"result rows must be a JSON list, got {type(raw).__name__}")
+    return [row_from_dict(row, f"{path} row {i}", cls) for i, row in enumerate(raw)]
+
+
+__all__ = ["ROW_TYPES", "SCHEMA_VERSION", "EpochBenchRecord", "InferenceBenchRecord", "MnistTrialRow", "RunSummary",
+           "SyntheticBenchRecord", "SyntheticTableRow", "SyntheticTrialRow", "TrialMetrics", "TrialRecord",
+           "read_record", "read_rows", "row_from_dict", "write_record", "write_rows"]
