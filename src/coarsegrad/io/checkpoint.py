@@ -8,6 +8,12 @@ expected name/shape/dtype of every tensor and a SHA-256 digest of
 it rebuilds the model from the header with :func:`coarsegrad.models.build_model` and
 accepts the file only if every tensor matches; anything else is a :class:`DataError`.
 
+Architectures: ``two_layer``, ``mlp`` and ``lenet5`` (whose header also holds
+``sizes`` = {channels: [c₁, c₂], hidden: h}; every QuantReLU of a model shares the one
+spec saved whole as ``quant``). Sizes are validated against the tensors present before
+any model is built. Models made by ``quantize_model`` are saved with
+:mod:`coarsegrad.io.quantized` instead.
+
 ``load_checkpoint`` also reads the ``model.safetensors`` of a ``coarsegrad train`` run
 directory (metadata key ``config``: the resolved run config).
 """
@@ -30,14 +36,18 @@ from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.io import tensorfile
 from coarsegrad.io.records import remove_stale_temporaries
 from coarsegrad.models.build import build_model
-from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
 from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.spec import ActQuant
 
 HEADER_KEY = "coarsegrad.checkpoint"
 FORMAT_VERSION = 1
 # (architecture) -> (weight whose shape[1] is in_features, weight whose shape[0] is num_classes)
-_SIZE_TENSORS = {"mlp": ("fc1.weight", "fc2.weight"), "two_layer": ("W", "V")}
+_SIZE_TENSORS = {"mlp": ("fc1.weight", "fc2.weight"), "two_layer": ("W", "V"),
+                 "lenet5": ("features.0.weight", "classifier.3.weight")}
+LENET_IN = 28 * 28
+# LeNet-5: (tensor, dim) -> size; shapes [c1,1,5,5], [c2,c1,5,5], [h,16*c2], [K,h]
+_LENET_SIZES = {"c1": ("features.0.weight", 0), "c2": ("features.4.weight", 0), "hidden": ("classifier.0.weight", 0)}
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -62,7 +72,16 @@ def _model_sizes(model: nn.Module) -> tuple[str, int, int]:
         return "two_layer", model.in_features, model.num_classes
     if isinstance(model, MLP):
         return "mlp", model.fc1.in_features, model.fc2.out_features
-    raise ConfigError("model", f"checkpoints support TwoLayerNet and MLP, got {type(model).__name__}")
+    if isinstance(model, LeNet5):
+        return "lenet5", LENET_IN, int(model.state_dict()["classifier.3.weight"].shape[0])
+    raise ConfigError("model", f"checkpoints support TwoLayerNet, MLP and LeNet5, got {type(model).__name__}; "
+                      "save a quantize_model'd model with save_quantized_state")
+
+
+def _lenet_sizes(tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """{channels: [c₁, c₂], hidden: h} read from LeNet-5 weights (KeyError/IndexError if absent)."""
+    got = {k: int(tensors[name].shape[dim]) for k, (name, dim) in _LENET_SIZES.items()}
+    return {"channels": [got["c1"], got["c2"]], "hidden": got["hidden"]}
 
 
 def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[str, Any]:
@@ -82,10 +101,15 @@ def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[st
 
 
 def _act(model: nn.Module) -> QuantReLU:
-    act = getattr(model, "act", None)
-    if not isinstance(act, QuantReLU):
-        raise ConfigError("model", f"needs a QuantReLU activation, got {type(act).__name__}")
-    return act
+    """The model's QuantReLU (the first one; every other must hold the same spec)."""
+    acts = [m for m in model.modules() if isinstance(m, QuantReLU)]
+    plain = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not acts or plain:
+        raise ConfigError("model", f"needs QuantReLU activations only, found {len(acts)} QuantReLU "
+                          f"and {len(plain)} ReLU")
+    if any(a.quant != acts[0].quant for a in acts):
+        raise ConfigError("model", "its QuantReLU layers hold different specs; use save_quantized_state")
+    return acts[0]
 
 
 def _quant_fields(quant: ActQuant) -> dict[str, Any]:
@@ -132,11 +156,12 @@ def save_checkpoint(
                           f"alpha={fields['alpha']}, ste={fields['ste']}, rounding={fields['rounding']} "
                           f"vs {arch}, {act.extra_repr()})")
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-    _check_tensors(state, _build(fields, in_features, num_classes).state_dict(), "model")
+    sizes = _lenet_sizes(state) if arch == "lenet5" else None
+    _check_tensors(state, _build(fields, in_features, num_classes, sizes).state_dict(), "model")
     header: dict[str, Any] = {
         "format": HEADER_KEY, "version": FORMAT_VERSION, "architecture": arch,
         "in_features": in_features, "num_classes": num_classes, "model": fields,
-        "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name, "quant": quant,
+        **({"sizes": sizes} if sizes is not None else {}), "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name, "quant": quant,
         "normalization": _normalization(normalization), "run": None if run is None else str(run),
         "run_config": dict(config) if isinstance(config, Mapping) and "model" in config else None,
         "extra": dict(extra or {}),
@@ -152,8 +177,14 @@ def save_checkpoint(
     return header
 
 
-def _build(fields: Mapping[str, Any], in_features: int, num_classes: int) -> nn.Module:
-    return build_model(ModelConfig(**fields), in_features, num_classes, seed=0)
+def _build(fields: Mapping[str, Any], in_features: int, num_classes: int,
+           sizes: Mapping[str, Any] | None = None) -> nn.Module:
+    config = ModelConfig(**fields)
+    if config.model == "lenet5" and sizes is not None:
+        c1, c2 = sizes["channels"]
+        return LeNet5(num_classes, channels=(c1, c2), hidden=sizes["hidden"],
+                      generator=torch.Generator().manual_seed(0), quant=config.act_quant())
+    return build_model(config, in_features, num_classes, seed=0)
 
 
 def _check_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
@@ -176,10 +207,14 @@ def _header_from_run(metadata: Mapping[str, str], tensors: Mapping[str, torch.Te
             raise DataError(source, f"checkpoints support {' and '.join(_SIZE_TENSORS)} models, not {arch!r}")
         first, last = _SIZE_TENSORS[arch]
         in_features, num_classes = int(tensors[first].shape[1]), int(tensors[last].shape[0])
+        sizes = None
+        if arch == "lenet5":
+            in_features, sizes = LENET_IN, _lenet_sizes(tensors)
     except (LookupError, TypeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise DataError(source, f"run model file has an unusable config or tensors ({exc!r})") from None
     return {"format": "coarsegrad.run", "architecture": arch, "in_features": in_features,
-            "num_classes": num_classes, "model": fields, "bits": fields.get("bits"),
+            "num_classes": num_classes, "model": fields, **({"sizes": sizes} if sizes else {}),
+            "bits": fields.get("bits"),
             "alpha": fields.get("alpha"), "ste": fields.get("ste"), "normalization": None,
             "run": str(Path(source).parent), "run_config": run_config, "extra": {}}
 
@@ -195,11 +230,21 @@ def _size(value: object, name: str, source: str) -> int:
 
 
 def _implied_shapes(arch: str, fields: Mapping[str, Any], in_features: int, num_classes: int,
-                    source: str) -> dict[str, list[int]]:
+                    source: str, header_sizes: object = None) -> dict[str, list[int]]:
     """The shapes of the size-carrying weights that the header's sizes imply (checked before building)."""
     if arch == "mlp":
         hidden = _size(fields.get("hidden", ModelConfig.hidden), "model.hidden", source)
         return {"fc1.weight": [hidden, in_features], "fc2.weight": [num_classes, hidden]}
+    if arch == "lenet5":
+        sizes = header_sizes if isinstance(header_sizes, dict) else {}
+        channels = sizes.get("channels")
+        if in_features != LENET_IN or not isinstance(channels, list) or len(channels) != 2:
+            raise DataError(source, f"checkpoint header does not describe a LeNet-5: in_features must be "
+                            f"{LENET_IN} and sizes.channels a list of two ints, got {in_features}, {channels!r}")
+        c1, c2 = (_size(c, "sizes.channels", source) for c in channels)
+        hidden = _size(sizes.get("hidden"), "sizes.hidden", source)
+        return {"features.0.weight": [c1, 1, 5, 5], "features.4.weight": [c2, c1, 5, 5],
+                "classifier.0.weight": [hidden, 16 * c2], "classifier.3.weight": [num_classes, hidden]}
     units = _size(fields.get("units_per_class", ModelConfig.units_per_class), "model.units_per_class", source)
     return {"W": [units * num_classes, in_features], "V": [num_classes, units * num_classes]}
 
@@ -220,7 +265,8 @@ def _check_header(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
                         "whose 'model' is the architecture")
     in_features = _size(header.get("in_features"), "in_features", source)
     num_classes = _size(header.get("num_classes"), "num_classes", source)
-    for name, shape in _implied_shapes(arch, fields, in_features, num_classes, source).items():
+    for name, shape in _implied_shapes(arch, fields, in_features, num_classes, source,
+                                                header.get("sizes")).items():
         if name not in tensors or list(tensors[name].shape) != shape:
             found = list(tensors[name].shape) if name in tensors else "missing"
             raise DataError(source, f"tensor {name!r} is {found}, the header implies {shape}")
@@ -270,7 +316,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         in_features, num_classes = int(header["in_features"]), int(header["num_classes"])
         consistent = fields.get("model") == header["architecture"] and all(
             header[k] == fields.get(k) for k in ("bits", "alpha", "ste"))
-        model = _build(fields, in_features, num_classes)
+        model = _build(fields, in_features, num_classes, header.get("sizes"))
         if "quant" in header:  # the spec saved whole (files before it carry bits/alpha/ste only)
             consistent = consistent and header["quant"] == _quant_fields(_act(model).quant)
     except (LookupError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:  # ConfigError is a ValueError
