@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,24 +33,21 @@ from torch import nn
 from coarsegrad.config import ModelConfig
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.io import tensorfile
+from coarsegrad.io.checkpoint_header import (
+    FORMAT_VERSION,
+    HEADER_KEY,
+    LENET_IN,
+    SIZE_TENSORS,
+    check_header,
+    check_normalization,
+    dtype_name,
+    lenet_sizes,
+)
 from coarsegrad.io.records import remove_stale_temporaries
 from coarsegrad.models.build import build_model
 from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
 from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.spec import ActQuant
-
-HEADER_KEY = "coarsegrad.checkpoint"
-FORMAT_VERSION = 1
-# (architecture) -> (weight whose shape[1] is in_features, weight whose shape[0] is num_classes)
-_SIZE_TENSORS = {"mlp": ("fc1.weight", "fc2.weight"), "two_layer": ("W", "V"),
-                 "lenet5": ("features.0.weight", "classifier.3.weight")}
-LENET_IN = 28 * 28
-# LeNet-5: (tensor, dim) -> size; shapes [c1,1,5,5], [c2,c1,5,5], [h,16*c2], [K,h]
-_LENET_SIZES = {"c1": ("features.0.weight", 0), "c2": ("features.4.weight", 0), "hidden": ("classifier.0.weight", 0)}
-
-
-def _dtype_name(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -76,12 +72,6 @@ def _model_sizes(model: nn.Module) -> tuple[str, int, int]:
         return "lenet5", LENET_IN, int(model.state_dict()["classifier.3.weight"].shape[0])
     raise ConfigError("model", f"checkpoints support TwoLayerNet, MLP and LeNet5, got {type(model).__name__}; "
                       "save a quantize_model'd model with save_quantized_state")
-
-
-def _lenet_sizes(tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """{channels: [c₁, c₂], hidden: h} read from LeNet-5 weights (KeyError/IndexError if absent)."""
-    got = {k: int(tensors[name].shape[dim]) for k, (name, dim) in _LENET_SIZES.items()}
-    return {"channels": [got["c1"], got["c2"]], "hidden": got["hidden"]}
 
 
 def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[str, Any]:
@@ -117,20 +107,6 @@ def _quant_fields(quant: ActQuant) -> dict[str, Any]:
     return {k: v for k, v in quant.to_dict().items() if k != "alpha_rule"}
 
 
-def _normalization(value: object) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    pair: Any = (value["mean"], value["std"]) if isinstance(value, Mapping) else value
-    mean, std = pair
-    out = {}
-    for name, v in (("mean", mean), ("std", std)):
-        values = [float(t) for t in (v if isinstance(v, (list, tuple)) else [v])]
-        if not all(math.isfinite(t) for t in values) or (name == "std" and min(values) <= 0):
-            raise ConfigError("normalization", f"{name} must be finite (std > 0), got {v!r}")
-        out[name] = values if isinstance(v, (list, tuple)) else values[0]
-    return out
-
-
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -156,16 +132,16 @@ def save_checkpoint(
                           f"alpha={fields['alpha']}, ste={fields['ste']}, rounding={fields['rounding']} "
                           f"vs {arch}, {act.extra_repr()})")
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-    sizes = _lenet_sizes(state) if arch == "lenet5" else None
+    sizes = lenet_sizes(state) if arch == "lenet5" else None
     _check_tensors(state, _build(fields, in_features, num_classes, sizes).state_dict(), "model")
     header: dict[str, Any] = {
         "format": HEADER_KEY, "version": FORMAT_VERSION, "architecture": arch,
         "in_features": in_features, "num_classes": num_classes, "model": fields,
         **({"sizes": sizes} if sizes is not None else {}), "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name, "quant": quant,
-        "normalization": _normalization(normalization), "run": None if run is None else str(run),
+        "normalization": check_normalization(normalization), "run": None if run is None else str(run),
         "run_config": dict(config) if isinstance(config, Mapping) and "model" in config else None,
         "extra": dict(extra or {}),
-        "tensors": {k: {"dtype": _dtype_name(v), "shape": list(v.shape)} for k, v in sorted(state.items())},
+        "tensors": {k: {"dtype": dtype_name(v), "shape": list(v.shape)} for k, v in sorted(state.items())},
     }
     header["sha256"] = _digest(header, state)
     try:
@@ -194,8 +170,8 @@ def _check_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str, tor
     for name, want in expected.items():
         got = found[name]
         if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
-            raise DataError(source, f"tensor {name!r} is {_dtype_name(got)} {list(got.shape)}, "
-                            f"the model needs {_dtype_name(want)} {list(want.shape)}")
+            raise DataError(source, f"tensor {name!r} is {dtype_name(got)} {list(got.shape)}, "
+                            f"the model needs {dtype_name(want)} {list(want.shape)}")
 
 
 def _header_from_run(metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, Any]:
@@ -203,13 +179,13 @@ def _header_from_run(metadata: Mapping[str, str], tensors: Mapping[str, torch.Te
         run_config = json.loads(metadata["config"])
         fields = dict(run_config["model"])
         arch = fields["model"]
-        if arch not in _SIZE_TENSORS:
-            raise DataError(source, f"checkpoints support {' and '.join(_SIZE_TENSORS)} models, not {arch!r}")
-        first, last = _SIZE_TENSORS[arch]
+        if arch not in SIZE_TENSORS:
+            raise DataError(source, f"checkpoints support {' and '.join(SIZE_TENSORS)} models, not {arch!r}")
+        first, last = SIZE_TENSORS[arch]
         in_features, num_classes = int(tensors[first].shape[1]), int(tensors[last].shape[0])
         sizes = None
         if arch == "lenet5":
-            in_features, sizes = LENET_IN, _lenet_sizes(tensors)
+            in_features, sizes = LENET_IN, lenet_sizes(tensors)
     except (LookupError, TypeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise DataError(source, f"run model file has an unusable config or tensors ({exc!r})") from None
     return {"format": "coarsegrad.run", "architecture": arch, "in_features": in_features,
@@ -217,76 +193,6 @@ def _header_from_run(metadata: Mapping[str, str], tensors: Mapping[str, torch.Te
             "bits": fields.get("bits"),
             "alpha": fields.get("alpha"), "ste": fields.get("ste"), "normalization": None,
             "run": str(Path(source).parent), "run_config": run_config, "extra": {}}
-
-
-MAX_SIZE = 1 << 24  # bound on in_features, num_classes, hidden, units_per_class a header may state
-
-
-def _size(value: object, name: str, source: str) -> int:
-    if type(value) is not int or not 1 <= value <= MAX_SIZE:  # type() excludes bool and float
-        raise DataError(source, f"checkpoint header does not describe a model: {name} must be an int "
-                        f"in 1..{MAX_SIZE}, got {value!r}")
-    return value
-
-
-def _implied_shapes(arch: str, fields: Mapping[str, Any], in_features: int, num_classes: int,
-                    source: str, header_sizes: object = None) -> dict[str, list[int]]:
-    """The shapes of the size-carrying weights that the header's sizes imply (checked before building)."""
-    if arch == "mlp":
-        hidden = _size(fields.get("hidden", ModelConfig.hidden), "model.hidden", source)
-        return {"fc1.weight": [hidden, in_features], "fc2.weight": [num_classes, hidden]}
-    if arch == "lenet5":
-        sizes = header_sizes if isinstance(header_sizes, dict) else {}
-        channels = sizes.get("channels")
-        if in_features != LENET_IN or not isinstance(channels, list) or len(channels) != 2:
-            raise DataError(source, f"checkpoint header does not describe a LeNet-5: in_features must be "
-                            f"{LENET_IN} and sizes.channels a list of two ints, got {in_features}, {channels!r}")
-        c1, c2 = (_size(c, "sizes.channels", source) for c in channels)
-        hidden = _size(sizes.get("hidden"), "sizes.hidden", source)
-        return {"features.0.weight": [c1, 1, 5, 5], "features.4.weight": [c2, c1, 5, 5],
-                "classifier.0.weight": [hidden, 16 * c2], "classifier.3.weight": [num_classes, hidden]}
-    units = _size(fields.get("units_per_class", ModelConfig.units_per_class), "model.units_per_class", source)
-    return {"W": [units * num_classes, in_features], "V": [num_classes, units * num_classes]}
-
-
-def _check_header(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], source: str) -> None:
-    """Types, ranges and the shapes of the tensors present, BEFORE any model is built.
-
-    After this, building the model allocates no more than the file's own weights hold
-    (the size-carrying weights have the header's shapes; the rest are vectors of those
-    sizes), so a header cannot make the loader allocate more than the file plus O(sizes).
-    """
-    arch, fields = header.get("architecture"), header.get("model")
-    if not isinstance(arch, str) or arch not in _SIZE_TENSORS:
-        raise DataError(source, f"checkpoint header does not describe a model: architecture {arch!r} "
-                        f"is not one of {sorted(_SIZE_TENSORS)}")
-    if not isinstance(fields, dict) or fields.get("model") != arch:
-        raise DataError(source, "checkpoint header does not describe a model: 'model' must be a dict "
-                        "whose 'model' is the architecture")
-    in_features = _size(header.get("in_features"), "in_features", source)
-    num_classes = _size(header.get("num_classes"), "num_classes", source)
-    for name, shape in _implied_shapes(arch, fields, in_features, num_classes, source,
-                                                header.get("sizes")).items():
-        if name not in tensors or list(tensors[name].shape) != shape:
-            found = list(tensors[name].shape) if name in tensors else "missing"
-            raise DataError(source, f"tensor {name!r} is {found}, the header implies {shape}")
-    for name, kind in (("run", str), ("run_config", dict), ("extra", dict)):
-        if not isinstance(header.get(name), (kind, type(None))):
-            raise DataError(source, f"checkpoint header field {name!r} must be a {kind.__name__} or null")
-    try:
-        _normalization(header.get("normalization"))
-    except (LookupError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
-        raise DataError(source, f"checkpoint header field 'normalization' is unusable ({exc})") from None
-    if header.get("format") == HEADER_KEY:
-        listed = header.get("tensors")
-        if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
-            raise DataError(source, "checkpoint header's tensor list is not a dict of dicts")
-        actual = {k: (_dtype_name(v), list(v.shape)) for k, v in tensors.items()}
-        listed = {k: (v.get("dtype"), v.get("shape")) for k, v in listed.items()}
-        differ = [f"{k}: {actual.get(k, 'missing')} (listed: {listed.get(k, 'unexpected')})"
-                  for k in sorted(set(listed) | set(actual)) if listed.get(k) != actual.get(k)]
-        if differ:
-            raise DataError(source, f"tensors differ from the list in the checkpoint header: {'; '.join(differ)}")
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -310,7 +216,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         header = _header_from_run(metadata, tensors, source)
     else:
         raise DataError(source, "not a coarsegrad checkpoint (no header in the safetensors metadata)")
-    _check_header(header, tensors, source)
+    check_header(header, tensors, source)
     try:
         fields = dict(header["model"])
         in_features, num_classes = int(header["in_features"]), int(header["num_classes"])
