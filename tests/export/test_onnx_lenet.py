@@ -125,3 +125,13 @@ def test_build_refuses_the_float_network_and_mixed_specs():
     model.classifier[2] = cg.QuantReLU(3)
     with pytest.raises(cg.ConfigError, match="one spec"):
         build_lenet_onnx(model)
+
+
+def test_to_onnx_writes_a_lenet5(tmp_path):
+    model = LeNet5(10, channels=(3, 4), hidden=6, generator=torch.Generator().manual_seed(2)).eval()
+    path = cg.export.to_onnx(model, tmp_path / "l.onnx")
+    x = torch.randn(20, 784, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(x)
+    got = run_onnx(onnx_session(path), x.numpy())["logits"]
+    assert got.shape == (20, 10) and np.array_equal(got.argmax(1), want.argmax(1).numpy())
