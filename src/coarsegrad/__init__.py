@@ -23,7 +23,7 @@ import importlib.metadata as _metadata
 from coarsegrad import export  # noqa: E402  (onnx is imported lazily inside it)
 from coarsegrad.data.datasets import load_dataset
 from coarsegrad.data.splits import DatasetSplits, prepare_dataset
-from coarsegrad.data.synthetic import orthogonal_subspaces
+from coarsegrad.data.synthetic import orthogonal_subspaces, synthetic_data
 from coarsegrad.errors import ConfigError, DataError, InputError, TrainingDiverged
 from coarsegrad.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from coarsegrad.io.quantized import load_quantized_state, save_quantized_state
@@ -53,9 +53,11 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 __all__ = [
     "ActQuant", "BUILTIN_STES", "coarse_gradient", "ConfigError", "custom_ste", "DataError",
     "DatasetSplits", "evaluate", "export", "get_ste", "History", "InputError", "is_monotone",
-    "load_checkpoint", "load_dataset", "load_quantized_state", "load_run", "load_train_state", "MLP", "monotone_violations",
+    "load_checkpoint", "load_dataset", "load_quantized_state", "load_run", "load_train_state", "MLP",
+    "monotone_violations",
     "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "quantize_model", "quantized_relu",
-    "QuantReLU", "save_checkpoint", "save_quantized_state", "save_train_state", "staircase", "staircase_codes",
-    "StaircaseSTEFunction", "STE", "ste_table", "train", "TrainConfig", "TrainingDiverged",
+    "QuantReLU", "save_checkpoint", "save_quantized_state", "save_train_state", "staircase",
+    "staircase_codes", "StaircaseSTEFunction", "STE", "ste_table", "synthetic_data", "train", "TrainConfig",
+    "TrainingDiverged",
     "TrainState", "TwoLayerNet",
 ]

@@ -25,17 +25,23 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 from coarsegrad.quant.spec import ActQuant
-from coarsegrad.quant.staircase import check_alpha_range, check_bits, check_rounding
-from coarsegrad.quant.ste import get_ste
+from coarsegrad.quant.staircase import ROUNDING_OFFSET, check_alpha_range, check_bits, check_rounding
+from coarsegrad.quant.ste import BUILTIN_STES, get_ste
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
 MODELS = ("two_layer", "mlp", "lenet5")
+ACTS = ("quant", "float")
+SYNTHETIC_KINDS = ("pairs", "iid", "sphere", "clusters", "orthant")
+"""Data models of :func:`coarsegrad.data.synthetic.synthetic_data`."""
+CHOICES = {"data": DATASETS, "model": MODELS, "ste": tuple(BUILTIN_STES), "rounding": tuple(ROUNDING_OFFSET)}
 
 
 @dataclass
 class DataConfig:
     """Which data. ``synthetic`` is the orthogonal-subspace problem with these sizes
-    (``data_seed`` None means the training seed); the image datasets are read from
+    (``data_seed`` None means the training seed) and data model ``synthetic_kind``
+    (``bias`` appends a constant input 1; ``clusters`` per class for ``clusters``; see
+    :mod:`coarsegrad.data.synthetic`); the image datasets are read from
     ``data_dir`` or the usual places (see ``coarsegrad data list``)."""
 
     data: str = "synthetic"
@@ -45,6 +51,9 @@ class DataConfig:
     subspace_dim: int = 5
     samples_per_class: int = 100
     data_seed: int | None = None
+    synthetic_kind: Literal["pairs", "iid", "sphere", "clusters", "orthant"] = "pairs"
+    bias: bool = False
+    clusters: int = 4
 
     def __post_init__(self) -> None:
         v.choice("data", self.data, DATASETS)
@@ -60,13 +69,22 @@ class DataConfig:
         if self.num_classes * self.samples_per_class * self.dim > v.MAX_ELEMENTS:
             raise ConfigError("samples_per_class", f"num_classes·samples_per_class·dim must be <= {v.MAX_ELEMENTS} "
                               f"(1 GiB of float32), got {self.num_classes * self.samples_per_class * self.dim}")
+        self._check_synthetic()
+
+    def _check_synthetic(self) -> None:
+        """The synthetic data model: ``synthetic_kind``, ``bias``, ``clusters`` (even, ± pairs)."""
+        v.choice("synthetic_kind", self.synthetic_kind, SYNTHETIC_KINDS)
+        v.boolean("bias", self.bias)
+        if v.integer("clusters", self.clusters, lo=2, hi=v.MAX_SAMPLES) % 2:
+            raise ConfigError("clusters", f"must be even (± pairs of centres), got {self.clusters}")
 
 
 @dataclass
 class ModelConfig:
     """Which network. The activation is ``act_quant()``: bits, alpha, ste and rounding
     (``alpha`` None resolves as :class:`~coarsegrad.quant.spec.ActQuant` does for this
-    rounding: for ceil, ``optimal_alpha(bits)``)."""
+    rounding: for ceil, ``optimal_alpha(bits)``). ``act="float"``: the float baseline,
+    plain ReLU in place of every quantized activation (bits, alpha, ste, rounding unused)."""
 
     model: str = "two_layer"
     units_per_class: int = 20
@@ -78,9 +96,11 @@ class ModelConfig:
     alpha: float | None = None
     ste: str = "clipped_relu"
     rounding: str = "ceil"
+    act: Literal["quant", "float"] = "quant"
 
     def __post_init__(self) -> None:
         v.choice("model", self.model, MODELS)
+        v.choice("act", self.act, ACTS)
         check_bits(self.bits)
         if self.alpha is not None:
             self.alpha = check_alpha_range(self.bits, self.alpha)
@@ -104,9 +124,11 @@ def _parse_optional(kind: type) -> Any:
     return parse
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """Add one ``--field-name`` flag per field of dataclass ``cls`` (default: unset)."""
-    group = parser.add_argument_group(title, (cls.__doc__ or "").split("\n")[0])
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str,
+                        description: str | None = None) -> None:
+    """Add one ``--field-name`` flag per field of dataclass ``cls`` (default: unset); a field
+    with a fixed set of values (a ``Literal`` or a name in :data:`CHOICES`) lists them."""
+    group = parser.add_argument_group(title, description or (cls.__doc__ or "").split("\n")[0])
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
@@ -123,6 +145,9 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) 
             inner = next(a for a in args if a is not type(None))
             group.add_argument(flag, dest=f.name, type=_parse_optional(inner), default=None,
                                help=f"{inner.__name__} or none (default: {default})")
+        elif f.name in CHOICES:
+            group.add_argument(flag, dest=f.name, type=kind, default=None, metavar="|".join(CHOICES[f.name]),
+                               help=f"one of {', '.join(CHOICES[f.name])} (default: {default})")
         else:
             group.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default: {default})")
 
@@ -196,3 +221,24 @@ def load_preset(path: str) -> dict[str, dict]:
     v.fields("model", preset.get("model", {}), ModelConfig)
     v.table("train", preset.get("train", {}))
     return {section: dict(preset.get(section, {})) for section in ("data", "model", "train")}
+
+
+def overlay(lower: dict[str, dict], upper: dict[str, dict]) -> dict[str, dict]:
+    """``upper``'s fields over ``lower``'s, section by section; a step budget (``steps`` or
+    ``epochs``) in ``upper``'s train section replaces both of ``lower``'s."""
+    merged = {section: dict(lower.get(section, {})) for section in ("data", "model", "train")}
+    if {"steps", "epochs"} & set(upper.get("train", {})):
+        merged["train"].pop("steps", None)
+        merged["train"].pop("epochs", None)
+    for section in merged:
+        merged[section].update(upper.get(section, {}))
+    return merged
+
+
+def data_defaults(data: str) -> dict[str, dict]:
+    """The values for the fields a user did not set, by dataset: the paper's setting
+    (preset ``synthetic``) for the synthetic problem, mini-batch momentum SGD by epochs
+    (preset ``images``) for image data."""
+    if data not in DATASETS:
+        raise ConfigError("data", f"unknown dataset {data!r}; valid: {', '.join(DATASETS)}")
+    return load_preset("synthetic" if data == "synthetic" else "images")

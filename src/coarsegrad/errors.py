@@ -25,9 +25,13 @@ class DataError(InputError):
 
 
 class TrainingDiverged(RuntimeError):
-    """Training produced a non-finite loss; ``step`` is the step at which it happened."""
+    """Training produced a non-finite loss or parameter at ``step``; ``parameter`` names
+    the first non-finite parameter (None if every parameter is still finite)."""
 
-    def __init__(self, step: int, loss: float) -> None:
+    def __init__(self, step: int, loss: float, parameter: str | None = None) -> None:
         self.step = step
         self.loss = loss
-        super().__init__(f"non-finite loss ({loss}) at step {step}; lower the learning rate (lr, --lr)")
+        self.parameter = parameter
+        what = f"non-finite parameter {parameter!r}" if parameter else f"non-finite loss ({loss})"
+        super().__init__(f"training diverged: {what} at step {step}; the learning rate (lr) is the likely "
+                         "cause: lower it (or alpha / init_scale)")

@@ -84,13 +84,15 @@ def test_reproduce_smoke(tmp_path, capsys):
                            "--workers", "1", "--quiet", "--only", "synthetic")
     assert code == 0
     records = json.loads((tmp_path / "results.json").read_text())
-    assert len(records) == 12  # 4 STEs × 3 bits × 1 seed
+    assert len(records) == 13  # 4 STEs × 3 bits × 1 seed + the float baseline
+    floats = [r for r in records if r["bits"] is None]
+    assert len(floats) == 1 and floats[0]["ste"] == "float" and floats[0]["config"]["model"]["act"] == "float"
     required = {"experiment", "dataset", "model", "ste", "bits", "seed", "train_acc", "test_acc",
                 "final_loss", "epochs", "seconds", "device"}
     assert all(required <= set(r) for r in records)
     assert (tmp_path / "synthetic_curves.png").stat().st_size > 1000
     table = (tmp_path / "tables.md").read_text()
-    assert "| clipped_relu |" in table and "/1" in table
+    assert "| clipped_relu |" in table and "/1" in table and "Float baseline (plain ReLU" in table
 
 
 @pytest.mark.parametrize("argv", [["--only", "cifar"], ["--seeds", "0"], ["--device", "tpu"], ["--workers", "0"]])

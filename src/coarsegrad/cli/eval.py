@@ -1,11 +1,13 @@
 """``coarsegrad eval``: accuracy, confusion matrix and throughput of a trained or exported model.
 
-    coarsegrad eval RUN_DIR_OR_FILE --data mnist|synthetic [--engine ...] [--json]
+    coarsegrad eval RUN_DIR_OR_FILE [--data mnist|synthetic|...] [--engine ...] [--json]
 
 RUN_DIR_OR_FILE: a run directory, a checkpoint, an integer-model file or an ``.onnx``
-file. ``--engine`` converts a PyTorch model on the fly (``int``, ``int8``, ``onnx``,
-``onnx-int8``); the default runs the file as it is. Throughput is the median over
-``--repeats`` timed passes over the whole set, after one warm-up pass.
+file. ``--data`` defaults to the dataset the model was trained on (from its run config);
+evaluating on another dataset needs ``--data`` and the result says so. ``--engine``
+converts a PyTorch model on the fly (``int``, ``int8``, ``onnx``, ``onnx-int8``); the
+default runs the file as it is. Throughput is the median over ``--repeats`` timed passes
+over the whole set, after one warm-up pass.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import argparse
 import json
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
+from coarsegrad.config import DATASETS
 from coarsegrad.errors import ConfigError
 
 ENGINES = ("auto", "torch", "int", "int8", "onnx", "onnx-int8")
@@ -25,7 +29,8 @@ ENGINES = ("auto", "torch", "int", "int8", "onnx", "onnx-int8")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="accuracy, confusion matrix and throughput of a model")
     p.add_argument("path", metavar="RUN_DIR_OR_FILE", help="run directory, checkpoint, integer or .onnx file")
-    p.add_argument("--data", default="synthetic", help="synthetic | mnist | fashion-mnist | kmnist")
+    p.add_argument("--data", default=None, metavar="|".join(DATASETS),
+                   help="the data to evaluate on (default: the dataset the model was trained on)")
     p.add_argument("--split", choices=("train", "test"), default="test", help="image data split (default: test)")
     p.add_argument("--data-dir", default=None, help="folder holding the image data set")
     p.add_argument("--engine", choices=ENGINES, default="auto", help="(default: the file's own)")
@@ -39,7 +44,7 @@ def confusion_matrix(y: np.ndarray, pred: np.ndarray, num_classes: int) -> np.nd
     return np.bincount(y * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, -1)
 
 
-def _convert(artifact, engine: str):  # type: ignore[no-untyped-def]
+def _convert(artifact: Any, engine: str) -> Any:
     from coarsegrad.export.artifacts import Artifact, input_range
     from coarsegrad.export.integer import to_integer
 
@@ -58,17 +63,33 @@ def _convert(artifact, engine: str):  # type: ignore[no-untyped-def]
     return Artifact("integer", artifact.path, artifact.header, integer=integer)
 
 
+def trained_dataset(header: dict) -> str | None:
+    """The dataset named in the model's run config, or None if the file does not record it."""
+    run_config = header.get("run_config") or {}
+    data = run_config.get("data") if isinstance(run_config, dict) else None
+    name = data.get("data") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def run(args: argparse.Namespace) -> int:
     from coarsegrad.export.artifacts import load_artifact, load_eval_data
 
     if args.repeats < 1:
         raise ConfigError("repeats", f"must be >= 1, got {args.repeats}")
     artifact = _convert(load_artifact(args.path), args.engine)
-    x, y, description = load_eval_data(artifact.header, args.data, args.split, args.data_dir)
+    trained_on = trained_dataset(artifact.header)
+    data = args.data or trained_on
+    if data is None:
+        raise ConfigError("data", f"{args.path} does not record the dataset it was trained on; name it with --data")
+    x, y, description = load_eval_data(artifact.header, data, args.split, args.data_dir)
+    if trained_on is None:
+        description += " (the model does not record its training dataset)"
+    elif data != trained_on:
+        description += f" (NOT the dataset the model was trained on: {trained_on})"
     if artifact.in_features is not None and x.shape[1] != artifact.in_features:
         from coarsegrad.errors import DataError
 
-        raise DataError("data", f"{args.data} has {x.shape[1]} features, the model takes {artifact.in_features}")
+        raise DataError("data", f"{data} has {x.shape[1]} features, the model takes {artifact.in_features}")
     logits = artifact.logits(x)
     times = []
     for _ in range(args.repeats):
@@ -79,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     classes = int(max(logits.shape[1], y.max() + 1))
     matrix = confusion_matrix(y.astype(np.int64), pred.astype(np.int64), classes)
     result = {
-        "path": str(artifact.path), "engine": artifact.kind, "data": description, "samples": int(len(y)),
+        "path": str(artifact.path), "engine": artifact.kind, "data": description, "trained_on": trained_on,
+        "samples": int(len(y)),
         "accuracy": float((pred == y).mean()), "correct": int((pred == y).sum()),
         "confusion_matrix": matrix.tolist(), "samples_per_s": len(y) / statistics.median(times),
         "repeats": args.repeats,

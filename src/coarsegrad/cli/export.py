@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("RUN_DIR", f"{artifact.path} is already exported ({artifact.kind}); "
                           "give a run directory or checkpoint")
     header = {k: v for k, v in artifact.header.items() if k != "tensors"}
+    assert artifact.model is not None  # a "torch" artifact holds its model
     if header.get("architecture") == "lenet5":
         return _export_lenet(args, artifact, header)
     if args.int8:

@@ -10,7 +10,7 @@ from coarsegrad.validate import MAX_WORKERS, optional_integer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from coarsegrad.experiments.reproduce import EXPERIMENTS, QUICK_EXPERIMENTS
+    from coarsegrad.experiments.reproduce import EXPERIMENTS, FULL_EXPERIMENTS, QUICK_EXPERIMENTS
 
     p = sub.add_parser("reproduce", help="run the paper's experiments (records, tables, plots)")
     mode = p.add_mutually_exclusive_group()
@@ -20,8 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST files (default: the usual places)")
     p.add_argument("--only", default=None,
-                   help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} (default: all with --full, "
-                        f"{','.join(QUICK_EXPERIMENTS)} with --quick)")
+                   help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} (default: "
+                        f"{','.join(FULL_EXPERIMENTS)} with --full, {','.join(QUICK_EXPERIMENTS)} with --quick; "
+                        f"synthetic-table: quick 3 seeds x 2000 steps, full 10 x 10000)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--seeds", type=int, default=None, help="override the seeds per setting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,6 +1,7 @@
 """``coarsegrad theory {angles,geometry,landscape,repelled}``: measure how good each STE's coarse gradient is.
 
-Each study writes to ``--out`` (default ``results/theory/<study>``): results.json (a list
+Each study writes to ``--out`` (default ``runs/theory/<study>``, relative to the current folder;
+the committed records change only with an explicit ``--out results/theory/<study>``): results.json (a list
 of flat records), config.json (the resolved study config and the command), env.json
 (:func:`coarsegrad.io.records.environment`), a markdown report and PNG plots made only
 from results.json (:mod:`coarsegrad.theory.runner`).
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for name in STUDIES:
         q = studies.add_parser(name, help=HELP[name])
         q.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
-        q.add_argument("--out", default=None, help=f"output folder (default results/theory/{name})")
+        q.add_argument("--out", default=None,
+                       help=f"output folder (default runs/theory/{name}; the committed record: --out results/theory/{name})")
         q.add_argument("--from-records", action="store_true",
                        help="only remake the tables and plots from OUT/results.json")
         if name in ("angles", "landscape", "repelled"):
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     study = args.study
     if study not in STUDIES:
         raise ConfigError("study", f"must be one of {', '.join(STUDIES)}, got {study!r}")
-    out = Path(args.out or f"results/theory/{study}")
+    out = Path(args.out or f"runs/theory/{study}")
     if out.exists() and not out.is_dir():
         raise ConfigError("out", f"{out} exists and is not a folder")
     if args.from_records:

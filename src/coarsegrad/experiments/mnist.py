@@ -19,7 +19,6 @@ from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.errors import TrainingDiverged
 from coarsegrad.io import tensorfile
 from coarsegrad.models.build import build_model
-from coarsegrad.models.networks import LeNet5
 from coarsegrad.training.loop import TrainConfig, evaluate, train
 
 # Test accuracy (%) of LeNet-5 on MNIST from Yin et al., ICLR 2019 (method.md).
@@ -40,16 +39,14 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
                 save_to: str | None = None) -> dict:
     """Train one seed; evaluate on the test split; return a flat record with the curve.
 
-    ``bits=None`` trains the float network (plain ReLU; only for LeNet-5's float init).
+    ``bits=None`` trains the float network (plain ReLU: the baseline, and LeNet-5's float init).
     ``init_from`` loads starting weights (safetensors); ``save_to`` saves the final ones.
     """
     splits = prepare_dataset(dataset, data_dir, device=device)
     x_train, y_train = _subset(splits.x_train, splits.y_train, train_subset, seed)
-    model_cfg = ModelConfig(**{**model, "ste": ste, "bits": bits or 2})
-    if bits is None:
-        net: torch.nn.Module = LeNet5(splits.num_classes, None, generator=torch.Generator().manual_seed(seed + 1))
-    else:
-        net = build_model(model_cfg, x_train.shape[1], splits.num_classes, seed + 1)
+    quant = {"ste": ste, "bits": bits, "act": "quant"} if bits is not None else {"act": "float"}
+    model_cfg = ModelConfig(**{**model, **quant})
+    net = build_model(model_cfg, x_train.shape[1], splits.num_classes, seed + 1)
     if init_from:
         tensors, _ = tensorfile.load(init_from)
         net.load_state_dict(tensors)

@@ -28,8 +28,11 @@ def mean_std(values: list[float]) -> str:
 
 
 def synthetic_table(records: list[dict]) -> str:
-    """Perfect-classification counts (k/n seeds) per STE × bits, with median steps."""
+    """Perfect-classification counts (k/n seeds) per STE × bits, with median steps; the
+    float baseline (plain ReLU, ``bits`` None) on a line below."""
     records = [r for r in records if r["experiment"] == "synthetic"]
+    floats = [r for r in records if r["bits"] is None]
+    records = [r for r in records if r["bits"] is not None]
     stes = list(dict.fromkeys(r["ste"] for r in records))
     bits = sorted({r["bits"] for r in records})
     groups = _group(records, "ste", "bits")
@@ -47,12 +50,20 @@ def synthetic_table(records: list[dict]) -> str:
                 cell += f" (final acc ≤ {max(r['train_acc'] for r in group) * 100:.1f}%)"
             cells.append(cell)
         lines.append(f"| {ste} | " + " | ".join(cells) + " |")
+    if floats:
+        hits = [r["perfect_step"] for r in floats if r["perfect"]]
+        median = f" (median step {sorted(hits)[len(hits) // 2]})" if hits else ""
+        lines.append(f"\nFloat baseline (plain ReLU, same network and steps): {len(hits)}/{len(floats)}{median}.")
     return "\n".join(lines) + "\n"
 
 
-def accuracy_table(records: list[dict], experiment: str, paper: dict | None = None) -> str:
-    """Test accuracy mean ± std (%) over seeds per STE × bits (optionally beside the paper's)."""
-    records = [r for r in records if r["experiment"] == experiment]
+def accuracy_table(records: list[dict], experiment: str, paper: dict | None = None,
+                   float_experiment: str | None = None) -> str:
+    """Test accuracy mean ± std (%) over seeds per STE × bits (optionally beside the paper's);
+    the float baseline (``bits`` None, or the records of ``float_experiment``) on a line below."""
+    floats = [r for r in records if (r["experiment"] == experiment and r["bits"] is None)
+              or r["experiment"] == float_experiment]
+    records = [r for r in records if r["experiment"] == experiment and r["bits"] is not None]
     stes = list(dict.fromkeys(r["ste"] for r in records))
     bits = sorted({r["bits"] for r in records})
     groups = _group(records, "ste", "bits")
@@ -68,6 +79,8 @@ def accuracy_table(records: list[dict], experiment: str, paper: dict | None = No
             cells += [f"{paper[(ste, b)]:.2f}" if (ste, b) in paper else "–" for b in bits]
         n = len(groups.get((ste, bits[0]), []))
         lines.append(f"| {ste} (n={n}) | " + " | ".join(cells) + " |")
+    if floats:
+        lines.append(f"\nFloat baseline (plain ReLU, n={len(floats)}): {mean_std([r['test_acc'] for r in floats])}.")
     return "\n".join(lines) + "\n"
 
 
@@ -75,7 +88,7 @@ def plot_curves(records: list[dict], path: Path, seed: int = 0) -> None:
     """Loss and training accuracy against step, one panel per bits, one line per STE."""
     plt = pyplot()
 
-    chosen = [r for r in records if r.get("curve") and r["seed"] == seed]
+    chosen = [r for r in records if r.get("curve") and r["seed"] == seed and r["bits"] is not None]
     bits = sorted({r["bits"] for r in chosen})
     if not bits:
         return
@@ -97,7 +110,7 @@ def plot_mnist_curves(records: list[dict], path: Path) -> None:
     """Test accuracy per epoch (mean over seeds), one panel per bits, one line per STE."""
     plt = pyplot()
 
-    bits = sorted({r["bits"] for r in records if r.get("curve")})
+    bits = sorted({r["bits"] for r in records if r.get("curve") and r["bits"] is not None})
     if not bits:
         return
     fig, axes = plt.subplots(1, len(bits), figsize=(4.5 * len(bits), 3.6), squeeze=False)

@@ -1,6 +1,6 @@
 """``coarsegrad reproduce``: the paper's experiments, as records, tables and plots.
 
-Four experiments (``PLANS`` gives the sizes of the first three per mode):
+Six experiments (``PLANS`` gives the sizes of the first three per mode):
 
 * ``synthetic`` — full-batch coarse GD on the orthogonal-subspace problem; seeds
   reaching 100% training accuracy per STE × bits {1, 2, 4}.
@@ -8,6 +8,9 @@ Four experiments (``PLANS`` gives the sizes of the first three per mode):
   sum); test accuracy mean ± std per STE × bits {1, 2, 4}.
 * ``lenet5`` — LeNet-5 with affine-free batch-norm (ICLR 2019 setup), bits {2, 4} ×
   4 STEs; in full mode started from a float model trained first.
+* ``synthetic-table`` and ``synthetic-units`` — rounding × STE × bits × data × seeds and
+  the units-per-class sweep, each one batched program (:mod:`coarsegrad.experiments.synthetic_table`);
+  run only when named in ``only``.
 * ``theory`` — the theory studies (angles, geometry, landscape, repelled) into
   ``OUT/theory/<study>/`` (:mod:`coarsegrad.theory.runner`), summarised in tables.md.
   Runs by default only in full mode (quick mode: when named, with the studies' quick presets).
@@ -26,13 +29,14 @@ from typing import Any
 from coarsegrad.config import load_preset
 from coarsegrad.data.datasets import find_dataset, not_found_message
 from coarsegrad.errors import ConfigError
-from coarsegrad.experiments import report
+from coarsegrad.experiments import report, synthetic_table
 from coarsegrad.experiments.mnist import ICLR2019_LENET5, float_init_path, mnist_trial
 from coarsegrad.experiments.synthetic import BITS, STES, synthetic_trial
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
 from coarsegrad.parallel import run_trials
 
-EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory")
+EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory", "synthetic-table", "synthetic-units")
+FULL_EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory")
 QUICK_EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5")
 # Overrides of each theory study's defaults (full) or quick preset (quick).
 THEORY = {"quick": {}, "full": {"landscape": {"bits": (1, 2, 4)}}}
@@ -56,19 +60,21 @@ PLANS = {
 
 
 def synthetic_trials(plan: dict, seeds: int | None = None) -> list:
-    """STE × bits × seeds of the ``synthetic`` preset."""
+    """STE × bits × seeds of the ``synthetic`` preset, and the float baseline (ste ``float``)."""
     preset = load_preset("synthetic")
     preset["train"]["steps"] = plan["synthetic_steps"]
+    settings = [(ste, bits) for ste in STES for bits in BITS] + [("float", None)]
     return [(synthetic_trial, {"data": preset["data"], "model": preset["model"], "train_cfg": preset["train"],
                                "ste": ste, "bits": bits, "seed": seed})
-            for ste in STES for bits in BITS for seed in range(seeds or plan["synthetic_seeds"])]
+            for ste, bits in settings for seed in range(seeds or plan["synthetic_seeds"])]
 
 
 def two_layer_trials(plan: dict, data_dir: str | None, device: str, seeds: int | None = None) -> list:
     p = plan["two_layer"]
+    settings = [(ste, bits) for ste in STES for bits in BITS] + [("float", None)]  # + the float baseline
     return [(mnist_trial, {"experiment": "mnist_two_layer", "model": TWO_LAYER, "ste": ste, "bits": bits,
                            "seed": seed, "train_cfg": p["train"], "data_dir": data_dir, "device": device})
-            for ste in STES for bits in BITS for seed in range(seeds or p["seeds"])]
+            for ste, bits in settings for seed in range(seeds or p["seeds"])]
 
 
 def lenet_trials(plan: dict, out: Path, data_dir: str | None, device: str, seeds: int | None = None,
@@ -89,8 +95,8 @@ def lenet_trials(plan: dict, out: Path, data_dir: str | None, device: str, seeds
 
 
 def default_experiments(full: bool) -> tuple[str, ...]:
-    """What runs without ``only``: everything in full mode, all but ``theory`` in quick mode."""
-    return EXPERIMENTS if full else QUICK_EXPERIMENTS
+    """What runs without ``only``: the paper's four in full mode, all but ``theory`` in quick mode."""
+    return FULL_EXPERIMENTS if full else QUICK_EXPERIMENTS
 
 
 def run_theory(full: bool, out: Path, workers: int | None = None, progress: bool = True,
@@ -154,6 +160,13 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
 
     if "synthetic" in only:
         add(synthetic_trials(plan, seeds), "synthetic")
+    for name, settings in (("synthetic-table", synthetic_table.table_settings),
+                           ("synthetic-units", synthetic_table.units_settings)):
+        if name in only:
+            table_plan = synthetic_table.PLANS["full" if full else "quick"]
+            records.extend(synthetic_table.run_grid(name.replace("-", "_"), settings(seeds or table_plan["seeds"]),
+                                                    table_plan["steps"], workers, progress))
+            atomic_write_json(out / "results.json", records)
     if "mnist_two_layer" in only:
         add(two_layer_trials(plan, data_dir, device, seeds), "mnist 2-layer")
     if "lenet5" in only:
@@ -179,12 +192,18 @@ def write_report(records: list[dict], out: Path, env: dict, mode: str,
     if any(r["experiment"] == "synthetic" for r in records):
         parts.append("## Synthetic: seeds reaching 100% training accuracy\n\n" + report.synthetic_table(records))
         report.plot_curves([r for r in records if r["experiment"] == "synthetic"], out / "synthetic_curves.png")
+    if any(r["experiment"] == "synthetic_table" for r in records):
+        parts.append("## Synthetic table: rounding × STE × bits × data (batched)\n\n"
+                     + synthetic_table.table_markdown(records))
+    if any(r["experiment"] == "synthetic_units" for r in records):
+        parts.append("## Synthetic: how many units per class are enough (batched)\n\n"
+                     + synthetic_table.units_markdown(records))
     if any(r["experiment"] == "mnist_two_layer" for r in records):
         parts.append("## MNIST, two-linear-layer network: test accuracy % (mean ± std over seeds)\n\n"
                      + report.accuracy_table(records, "mnist_two_layer"))
     if any(r["experiment"] == "lenet5" for r in records):
         parts.append("## MNIST, LeNet-5: test accuracy % (mean ± std over seeds)\n\n"
-                     + report.accuracy_table(records, "lenet5", ICLR2019_LENET5))
+                     + report.accuracy_table(records, "lenet5", ICLR2019_LENET5, float_experiment="lenet5_float"))
         report.plot_mnist_curves([r for r in records if r["experiment"] == "lenet5"], out / "lenet5_curves.png")
     if theory:
         from coarsegrad.theory.summary import theory_summary

@@ -19,10 +19,12 @@ STES = ("identity", "relu", "clipped_relu", "log_tailed_relu")
 BITS = (1, 2, 4)
 
 
-def synthetic_trial(data: dict, model: dict, train_cfg: dict, ste: str, bits: int, seed: int) -> dict:
-    """Train one seed; return a flat record with the curve."""
+def synthetic_trial(data: dict, model: dict, train_cfg: dict, ste: str, bits: int | None, seed: int) -> dict:
+    """Train one seed; return a flat record with the curve. ``bits`` None (ste ``float``):
+    the float baseline, plain ReLU."""
     data_cfg = DataConfig(**data)
-    model_cfg = ModelConfig(**{**model, "ste": ste, "bits": bits})
+    quant = {"ste": ste, "bits": bits, "act": "quant"} if bits is not None else {"act": "float"}
+    model_cfg = ModelConfig(**{**model, **quant})
     tcfg = TrainConfig(**{**train_cfg, "seed": seed})
     run_data = build_data(data_cfg, seed)
     X, y = run_data.x_train, run_data.y_train
@@ -31,7 +33,7 @@ def synthetic_trial(data: dict, model: dict, train_cfg: dict, ste: str, bits: in
     try:
         history = train(net, X, y, tcfg)
         diverged = None
-        final_loss, train_acc = history.loss[-1], history.train_acc[-1]
+        final_loss, train_acc = history.final_loss, history.final_acc
         every = -(-len(history.step) // 100)  # keep records small: at most 100 points
         curve = {"step": history.step[::every], "loss": [float(f"{v:.6g}") for v in history.loss[::every]],
                  "train_acc": history.train_acc[::every]}
@@ -40,7 +42,7 @@ def synthetic_trial(data: dict, model: dict, train_cfg: dict, ste: str, bits: in
         diverged, final_loss, train_acc, curve, steps, perfect = exc.step, float("nan"), 0.0, None, exc.step, None
     return {
         "experiment": "synthetic", "dataset": "synthetic", "model": "two_layer",
-        "ste": ste, "bits": bits, "seed": seed, "alpha": model_cfg.act_quant().alpha,
+        "ste": ste, "bits": bits, "seed": seed, "alpha": model_cfg.act_quant().alpha if bits is not None else None,
         "units_per_class": model_cfg.units_per_class, "lr": tcfg.lr,
         "train_acc": train_acc, "test_acc": None, "final_loss": final_loss,
         "perfect": perfect is not None, "perfect_step": perfect, "diverged_step": diverged,

@@ -182,12 +182,19 @@ class IntegerModel:
         return (pred, codes) if return_codes else pred
 
 
+def _quant_act(model: nn.Module) -> QuantReLU:
+    act = model.get_submodule("act")
+    if not isinstance(act, QuantReLU):
+        raise ConfigError("model", "a float model (plain ReLU) has no integer form; export it as ONNX float")
+    return act
+
+
 def _first_layer(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, QuantReLU, torch.Tensor, torch.Tensor]:
     """(W₁, b₁, act, V, b₂) in float64 with the eval batch-norm folded into W₁, b₁."""
     if isinstance(model, TwoLayerNet):
         w = model.W.detach().double()
         v = model.V.detach().double()
-        return w, torch.zeros(w.shape[0], dtype=torch.float64), model.act, v, torch.zeros(v.shape[0], dtype=torch.float64)
+        return w, torch.zeros(w.shape[0], dtype=torch.float64), _quant_act(model), v, torch.zeros(v.shape[0], dtype=torch.float64)
     if isinstance(model, MLP):
         w = model.fc1.weight.detach().double()
         b = model.fc1.bias.detach().double() if model.fc1.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
@@ -204,7 +211,7 @@ def _first_layer(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, QuantReL
             raise ConfigError("model", f"cannot fold normalisation {type(norm).__name__}")
         fc2 = model.fc2
         b2 = fc2.bias.detach().double() if fc2.bias is not None else torch.zeros(fc2.out_features, dtype=torch.float64)
-        return w, b, model.act, fc2.weight.detach().double(), b2
+        return w, b, _quant_act(model), fc2.weight.detach().double(), b2
     raise ConfigError("model", f"to_integer supports TwoLayerNet and MLP, got {type(model).__name__}")
 
 

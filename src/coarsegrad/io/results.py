@@ -90,15 +90,15 @@ class RunSummary(_Record):
     """``summary.json`` of a run: the final model's metrics (``test_*`` None without a test split)."""
 
     steps: int
-    final_loss: float
-    train_acc: float
-    perfect_step: int | None
-    seconds: float
     data: dict[str, Any]
+    status: str = "completed"  # completed | interrupted | diverged
+    final_loss: float | None = None  # None: diverged
+    train_acc: float | None = None
+    perfect_step: int | None = None
+    seconds: float | None = None
     test_loss: float | None = None
     test_acc: float | None = None
     resumed_from_step: int | None = None
-    status: str = "completed"  # completed | interrupted | diverged
     diverged_step: int | None = None
     diverged_parameter: str | None = None
     schema_version: int = SCHEMA_VERSION
@@ -162,6 +162,18 @@ class EpochBenchRecord(_Record):
     sgemm_gflops_after: float
     loadavg_after: list[float] | None
     dataset_copy_s: float | None = None
+    synthetic: dict[str, Any] | None = None  # the synthetic full-batch step against a plain loop
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class SyntheticBenchRecord(_Record):
+    """``coarsegrad bench --synthetic-only --json``: the synthetic full-batch step against a plain loop."""
+
+    command: str
+    machine: dict[str, Any]
+    synthetic: dict[str, Any]
+    loadavg_after: list[float] | None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -189,5 +201,5 @@ def read_record(path: str | Path, cls: type[R]) -> R:
     return cls.from_dict(raw, str(path))
 
 
-__all__ = ["SCHEMA_VERSION", "EpochBenchRecord", "InferenceBenchRecord", "RunSummary", "TrialMetrics", "TrialRecord",
-           "read_record", "write_record"]
+__all__ = ["SCHEMA_VERSION", "EpochBenchRecord", "InferenceBenchRecord", "RunSummary", "SyntheticBenchRecord",
+           "TrialMetrics", "TrialRecord", "read_record", "write_record"]

@@ -32,10 +32,11 @@ def check_size(config: ModelConfig, in_features: int, num_classes: int) -> int:
 
 
 def build_model(config: ModelConfig, in_features: int, num_classes: int, seed: int) -> nn.Module:
-    """The network named by ``config``, initialised from ``seed`` (size checked by :func:`check_size`)."""
+    """The network named by ``config``, initialised from ``seed`` (size checked by
+    :func:`check_size`; ``act="float"``: quant None, plain ReLU)."""
     check_size(config, in_features, num_classes)
     generator = torch.Generator().manual_seed(seed)
-    quant = config.act_quant()
+    quant = None if config.act == "float" else config.act_quant()
     if config.model == "lenet5":
         return LeNet5(num_classes, generator=generator, quant=quant)
     if config.model == "two_layer":

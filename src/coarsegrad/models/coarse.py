@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from coarsegrad.errors import ConfigError
 from coarsegrad.models.networks import TwoLayerNet
-from coarsegrad.quant.autograd import staircase
+from coarsegrad.quant.autograd import QuantReLU, staircase
 from coarsegrad.validate import check_data
 
 
@@ -28,7 +29,10 @@ def coarse_gradient(model: TwoLayerNet, X: torch.Tensor, y: torch.Tensor) -> dic
     Returns ``{"W": ∂̃L/∂W}`` and, when the second layer is trained, ``"V": ∂L/∂V``.
     """
     check_data(X, y)
-    quant = model.act.quant
+    act = model.act
+    if not isinstance(act, QuantReLU):
+        raise ConfigError("model", "the coarse gradient needs a quantized activation (a float model has its true gradient)")
+    quant = act.quant
     W = model.W.detach().to(torch.float64)
     V = model.V.detach().to(torch.float64)
     X64 = X.to(torch.float64)

@@ -6,7 +6,8 @@
 * :class:`MLP` — in → hidden → classes, optional batch-norm without affine before σ.
 
 Each takes its activation as one :class:`~coarsegrad.quant.spec.ActQuant` (``quant=``);
-the older ``bits``/``alpha``/``ste`` arguments only build one. :class:`TwoLayerNet` and
+the older ``bits``/``alpha``/``ste`` arguments only build one. ``quant=None`` (or, without
+``quant``, ``bits=None``) is the float baseline: plain ReLU for σ. :class:`TwoLayerNet` and
 :class:`MLP` say themselves whether the fast training step can run them
 (:meth:`~MLP.two_layer_form`): only when their own forward computes
 o = α·c(x W₁ᵀ + b₁) W₂ᵀ + b₂ — a subclass that overrides ``forward`` does not.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -54,6 +55,22 @@ def _model_quant(quant: ActQuant | None, bits: int, alpha: float | None, ste: st
     if (bits, alpha, ste) != (2, None, "clipped_relu"):
         raise ConfigError("quant", "give either quant or bits/alpha/ste, not both")
     return as_quant(quant)
+
+
+_FROM_BITS: Any = object()
+
+
+def _spec(quant: Any, bits: int | None, alpha: float | None, ste: str | STE) -> ActQuant | None:
+    """The activation spec, or None for the float baseline (``quant=None``, or ``bits=None``
+    when ``quant`` is not given)."""
+    if quant is _FROM_BITS:
+        return None if bits is None else ActQuant(bits, alpha, ste)
+    return None if quant is None else _model_quant(quant, 2 if bits is None else bits, alpha, ste)
+
+
+def _activation(spec: ActQuant | None) -> nn.Module:
+    """σ: the staircase with its STE, or plain ReLU for the float baseline."""
+    return nn.ReLU() if spec is None else QuantReLU(spec)
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -91,17 +108,17 @@ class TwoLayerNet(nn.Module):
         in_features: int,
         num_classes: int,
         units_per_class: int,
-        bits: int = 2,
+        bits: int | None = 2,
         alpha: float | None = None,
         ste: str | STE = "clipped_relu",
         second_layer: Literal["fixed", "trained"] = "fixed",
         init_scale: float = 0.1,
         *,
         generator: torch.Generator | None = None,
-        quant: ActQuant | None = None,
+        quant: Any = _FROM_BITS,
     ) -> None:
         super().__init__()
-        spec = _model_quant(quant, bits, alpha, ste)
+        spec = _spec(quant, bits, alpha, ste)
         self.in_features = _positive_int("in_features", in_features)
         self.num_classes = _positive_int("num_classes", num_classes)
         self.units_per_class = _positive_int("units_per_class", units_per_class)
@@ -112,7 +129,7 @@ class TwoLayerNet(nn.Module):
         hidden = num_classes * units_per_class
         w = torch.randn(hidden, in_features, generator=generator) * (init_scale / math.sqrt(in_features))
         self.W = nn.Parameter(w)
-        self.act = QuantReLU(spec)
+        self.act = _activation(spec)
         block = torch.repeat_interleave(torch.eye(num_classes), units_per_class, dim=1)
         if second_layer == "trained":
             self.V = nn.Parameter(block)
@@ -132,7 +149,7 @@ class TwoLayerNet(nn.Module):
         own = type(self).forward is TwoLayerNet.forward and type(self).hidden is TwoLayerNet.hidden
         if not own or not _plain(self.act, QuantReLU):
             return None
-        return TwoLayerForm(self.W, None, self.V, None, self.act.quant)
+        return TwoLayerForm(self.W, None, self.V, None, cast(QuantReLU, self.act).quant)
 
 
 class MLP(nn.Module):
@@ -143,22 +160,22 @@ class MLP(nn.Module):
         in_features: int,
         hidden: int,
         num_classes: int,
-        bits: int = 2,
+        bits: int | None = 2,
         alpha: float | None = None,
         ste: str | STE = "clipped_relu",
         batchnorm: bool = False,
         *,
         generator: torch.Generator | None = None,
-        quant: ActQuant | None = None,
+        quant: Any = _FROM_BITS,
     ) -> None:
         super().__init__()
-        spec = _model_quant(quant, bits, alpha, ste)
+        spec = _spec(quant, bits, alpha, ste)
         _positive_int("in_features", in_features)
         _positive_int("hidden", hidden)
         _positive_int("num_classes", num_classes)
         self.fc1 = make_linear(in_features, hidden, generator)
         self.norm = nn.BatchNorm1d(hidden, affine=False) if batchnorm else nn.Identity()
-        self.act = QuantReLU(spec)
+        self.act = _activation(spec)
         self.fc2 = make_linear(hidden, num_classes, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,10 +188,7 @@ class MLP(nn.Module):
             return None
         if not (_plain(self.act, QuantReLU) and _plain(self.fc1, nn.Linear) and _plain(self.fc2, nn.Linear)):
             return None
-        return TwoLayerForm(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.act.quant)
-
-
-_FROM_BITS: Any = object()
+        return TwoLayerForm(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, cast(QuantReLU, self.act).quant)
 
 
 class LeNet5(nn.Module):
@@ -203,13 +217,10 @@ class LeNet5(nn.Module):
         super().__init__()
         c1, c2 = (_positive_int("channels", c) for c in channels)
         hidden = _positive_int("hidden", hidden)
-        if quant is _FROM_BITS:
-            spec = None if bits is None else ActQuant(bits, alpha, ste)
-        else:
-            spec = None if quant is None else _model_quant(quant, 2 if bits is None else bits, alpha, ste)
+        spec = _spec(quant, bits, alpha, ste)
 
         def act() -> nn.Module:
-            return nn.ReLU() if spec is None else QuantReLU(spec)
+            return _activation(spec)
 
         self.features = nn.Sequential(
             _conv(1, c1, generator), nn.BatchNorm2d(c1, affine=False), act(), nn.MaxPool2d(2),

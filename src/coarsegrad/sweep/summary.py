@@ -4,8 +4,8 @@ Made only from ``trials.jsonl`` (last result per trial id). A group is one combi
 of axis values; over its ``ok`` trials (n seeds) it reports
 
 - success = #(train_acc = 1, i.e. perfect training accuracy) / n (diverged runs count as 0),
-- steps to perfect, final loss, train accuracy: mean ± sample std (ddof 1) over the
-  trials that have the number (n_used shown when it is smaller than n),
+- steps to perfect, final loss, train accuracy and (when the data has a test split)
+  test accuracy: mean ± sample std (ddof 1) over the trials that have the number,
 - failed: trials without a result (worker died, bad config) — not in n.
 
 Plots (``plots/<axis>.png``, matplotlib Agg, imported only here): success rate and mean
@@ -58,6 +58,7 @@ def group_rows(records: list[dict[str, Any]], axes: list[str]) -> list[dict[str,
                      "success": sum(perfect) / len(ok) if ok else None,
                      "perfect_step": [s for s, p in zip(metric("perfect_step"), perfect, strict=False) if p],
                      "final_loss": metric("final_loss"), "train_acc": metric("train_acc"),
+                     "test_acc": metric("test_acc"),
                      "diverged": sum(r["metrics"].get("diverged_step") is not None for r in ok)})
     return sorted(rows, key=lambda row: tuple(_order(row["values"][a]) for a in axes))
 
@@ -68,13 +69,15 @@ def _order(value: Any) -> tuple:
 
 def markdown_table(rows: list[dict[str, Any]], axes: list[str]) -> str:
     """The summary table (see the module docstring for the columns)."""
-    head = [*axes, "n", "success", "steps to perfect", "final loss", "train acc", "diverged", "failed"]
+    with_test = any(v is not None for row in rows for v in row.get("test_acc", []))
+    head = [*axes, "n", "success", "steps to perfect", "final loss", "train acc",
+            *(["test acc"] if with_test else []), "diverged", "failed"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for row in rows:
         success = "–" if row["success"] is None else f"{row['success']:.2f} ({round(row['success'] * row['n'])}/{row['n']})"
         cells = [*(str(row["values"][a]) for a in axes), str(row["n"]), success,
                  _stat(row["perfect_step"]), _stat(row["final_loss"], 3), _stat(row["train_acc"], 3),
-                 str(row["diverged"]), str(row["failed"])]
+                 *([_stat(row.get("test_acc", []), 3)] if with_test else []), str(row["diverged"]), str(row["failed"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -39,6 +39,7 @@ META_KEY = "coarsegrad.train_state"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.safetensors"
 _HISTORY_KEYS = {"step", "loss", "train_acc", "perfect_step", "steps_run", "seconds"}
+_HISTORY_OPTIONAL = {"final_loss", "final_acc", "interrupted"}  # absent in states saved before them
 _META_KEYS = {"version", "step", "position", "window", "history", "optimizer", "param_groups", "extra"}
 
 
@@ -174,8 +175,9 @@ class _Checker:
 def _check_history(check: _Checker, history: object, step: int) -> dict[str, Any]:
     """History lists of equal length: strictly increasing steps < ``step``, finite losses, accuracies in [0, 1]."""
     h = check.dict(history, "history")
-    if set(h) != _HISTORY_KEYS:
-        raise check.fail("history", f"must have the keys {sorted(_HISTORY_KEYS)}, got {sorted(h)}")
+    if not _HISTORY_KEYS <= set(h) <= _HISTORY_KEYS | _HISTORY_OPTIONAL:
+        raise check.fail("history", f"must have the keys {sorted(_HISTORY_KEYS)} (and optionally "
+                                    f"{sorted(_HISTORY_OPTIONAL)}), got {sorted(h)}")
     lists = [h[k] for k in ("step", "loss", "train_acc")]
     if not all(isinstance(v, list) for v in lists) or len({len(v) for v in lists}) != 1:
         raise check.fail("history", "step, loss and train_acc must be lists of equal length")
@@ -190,6 +192,11 @@ def _check_history(check: _Checker, history: object, step: int) -> dict[str, Any
     check.int(h["steps_run"], "history.steps_run", step, step)
     if check.number(h["seconds"], "history.seconds") < 0:
         raise check.fail("history.seconds", "must be >= 0")
+    for key in ("final_loss", "final_acc"):
+        if h.get(key) is not None:
+            check.number(h[key], f"history.{key}")
+    if not isinstance(h.get("interrupted", False), bool):
+        raise check.fail("history.interrupted", f"must be true or false, got {h['interrupted']!r}")
     return h
 
 
