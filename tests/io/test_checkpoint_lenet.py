@@ -95,3 +95,61 @@ def test_lenet5_tampered_tensors_are_data_error(tmp_path):
         del t["classifier.1.running_mean"]
     with pytest.raises(DataError, match="classifier.1.running_mean"):
         load_checkpoint(_rewrite(path, tmp_path / "b.safetensors", edit_tensors=drop))
+
+
+# crafted LeNet-5 headers, digest re-signed (what an attacker can do): exact original or DataError,
+# and never a large allocation (the sizes are checked against the tensors before building)
+_ORIGINAL = lenet()
+_TENSORS = {k: v.clone() for k, v in _ORIGINAL.state_dict().items()}
+
+
+def _crafted(tmp_path_factory, header):
+    from coarsegrad.io.checkpoint import _digest
+
+    if isinstance(header, dict):
+        header["sha256"] = _digest(header, _TENSORS)
+    path = tmp_path_factory.getbasetemp() / "crafted-lenet.safetensors"
+    tensorfile.save(path, _TENSORS, {HEADER_KEY: json.dumps(header)})
+    return path
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda h: h["sizes"].update(hidden=2**24), "classifier.0.weight"),
+    (lambda h: h["sizes"].update(channels=[4, 2**24]), "features.4.weight"),
+    (lambda h: h["sizes"].update(channels=[2**40, 6]), "sizes.channels"),
+    (lambda h: h.update(num_classes=2**24), "classifier.3.weight"),
+    (lambda h: h.update(sizes=[4, 6]), "sizes.channels"),
+])
+def test_crafted_lenet5_headers_fail_before_building(tmp_path_factory, edit, match):
+    from fuzzing import RSS_BOUND_MB, peak_rss_mb
+
+    save_checkpoint(tmp_path_factory.getbasetemp() / "orig.safetensors", _ORIGINAL, config=CFG)
+    _, meta = tensorfile.load(tmp_path_factory.getbasetemp() / "orig.safetensors")
+    header = json.loads(meta[HEADER_KEY])
+    edit(header)
+    before = peak_rss_mb()
+    with pytest.raises(DataError, match=match):
+        load_checkpoint(_crafted(tmp_path_factory, header))
+    assert peak_rss_mb() - before < RSS_BOUND_MB
+
+
+def test_random_header_edits_give_the_original_or_a_data_error(tmp_path_factory):
+    from hypothesis import given, settings
+
+    from fuzzing import identical_or_data_error, json_edit
+
+    save_checkpoint(tmp_path_factory.getbasetemp() / "orig.safetensors", _ORIGINAL, config=CFG)
+    _, meta = tensorfile.load(tmp_path_factory.getbasetemp() / "orig.safetensors")
+    header = json.loads(meta[HEADER_KEY])
+
+    def same(result) -> bool:
+        got = result[0].state_dict()
+        return got.keys() == _TENSORS.keys() and all(torch.equal(got[k], _TENSORS[k]) for k in _TENSORS)
+
+    @settings(max_examples=80, deadline=None)
+    @given(json_edit(header))
+    def check(edited):
+        path = _crafted(tmp_path_factory, edited)
+        identical_or_data_error(lambda: load_checkpoint(path), same)
+
+    check()
