@@ -45,7 +45,8 @@ def fold_batchnorm(layer: nn.Module, norm: nn.Module) -> tuple[np.ndarray, np.nd
         raise ConfigError("model", f"can fold only a BatchNorm without affine that tracks statistics, got {norm}")
     assert norm.running_mean is not None
     w = layer.weight.detach().to(torch.float64)
-    b = layer.bias.detach().to(torch.float64) if layer.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    b = (layer.bias.detach().to(torch.float64) if layer.bias is not None
+         else torch.zeros(w.shape[0], dtype=torch.float64))
     s = 1.0 / torch.sqrt(norm.running_var.to(torch.float64) + norm.eps)
     w_f = w * s.reshape(-1, *([1] * (w.dim() - 1)))
     b_f = (b - norm.running_mean.to(torch.float64)) * s

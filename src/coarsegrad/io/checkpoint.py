@@ -137,7 +137,8 @@ def save_checkpoint(
     header: dict[str, Any] = {
         "format": HEADER_KEY, "version": FORMAT_VERSION, "architecture": arch,
         "in_features": in_features, "num_classes": num_classes, "model": fields,
-        **({"sizes": sizes} if sizes is not None else {}), "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name, "quant": quant,
+        **({"sizes": sizes} if sizes is not None else {}),
+        "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name, "quant": quant,
         "normalization": check_normalization(normalization), "run": None if run is None else str(run),
         "run_config": dict(config) if isinstance(config, Mapping) and "model" in config else None,
         "extra": dict(extra or {}),
