@@ -13,6 +13,8 @@ for Non-linear Classification" (arXiv 2011.11256). Public API::
     cg.load_dataset("mnist", "train")     # uint8 [N,28,28], int64 [N] from IDX files
     cg.prepare_dataset("mnist")           # both splits normalised, [N,784], on a device
     cg.save_checkpoint(path, model, config=...), cg.load_checkpoint(path)
+    model, config = cg.load_run("runs/r1")                      # a `coarsegrad train` run directory
+    cg.save_quantized_state(path, model), cg.load_quantized_state(MyNet(), path)  # quantize_model'd
     cg.export.to_integer(model), cg.export.to_onnx(model, path), cg.export.pack_codes(c, bits)
 """
 
@@ -24,6 +26,8 @@ from coarsegrad.data.splits import DatasetSplits, prepare_dataset
 from coarsegrad.data.synthetic import orthogonal_subspaces, synthetic_data
 from coarsegrad.errors import ConfigError, DataError, InputError, TrainingDiverged
 from coarsegrad.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from coarsegrad.io.quantized import load_quantized_state, save_quantized_state
+from coarsegrad.io.runs import load_run
 from coarsegrad.models.coarse import coarse_gradient
 from coarsegrad.models.networks import MLP, TwoLayerNet
 from coarsegrad.quant.autograd import (
@@ -49,9 +53,11 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 __all__ = [
     "ActQuant", "BUILTIN_STES", "coarse_gradient", "ConfigError", "custom_ste", "DataError",
     "DatasetSplits", "evaluate", "export", "get_ste", "History", "InputError", "is_monotone",
-    "load_checkpoint", "load_dataset", "load_train_state", "MLP", "monotone_violations",
+    "load_checkpoint", "load_dataset", "load_quantized_state", "load_run", "load_train_state", "MLP",
+    "monotone_violations",
     "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "quantize_model", "quantized_relu",
-    "QuantReLU", "save_checkpoint", "save_train_state", "staircase", "staircase_codes",
-    "StaircaseSTEFunction", "STE", "ste_table", "synthetic_data", "train", "TrainConfig", "TrainingDiverged",
+    "QuantReLU", "save_checkpoint", "save_quantized_state", "save_train_state", "staircase",
+    "staircase_codes", "StaircaseSTEFunction", "STE", "ste_table", "synthetic_data", "train", "TrainConfig",
+    "TrainingDiverged",
     "TrainState", "TwoLayerNet",
 ]

@@ -45,7 +45,7 @@ def test_a_record_written_before_schema_version_still_reads(tmp_path):
     (lambda d: d.update(schema_version=2), "schema_version"),
     (lambda d: d.update(steps="3"), "'steps'"),
     (lambda d: d.update(steps=True), "'steps'"),
-    (lambda d: d.pop("final_loss"), "'final_loss' is missing"),
+    (lambda d: d.pop("steps"), "'steps' is missing"),
     (lambda d: d.update(data=[1]), "'data'"),
 ])
 def test_bad_records(tmp_path, change, match):

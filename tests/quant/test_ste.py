@@ -100,7 +100,7 @@ def test_description_derives_mask_derivative_and_interval(name, bits):
 
 
 def test_pieces_with_closed_and_open_ends():
-    Piece = cg.quant.Piece
+    from coarsegrad.quant.ste import Piece
     ste = cg.STE("band", pieces=(Piece(0.0, 1.0, 1.0, lo_closed=True, hi_closed=False),
                                  Piece(1.0, np.inf, 0.25, "¼", lo_closed=True)))
     x = torch.tensor([-1.0, 0.0, 0.5, 2.0, 3.0, 10.0], dtype=torch.float64)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import coarsegrad as cg
-import coarsegrad.quant
 from coarsegrad.models.networks import LeNet5
 from coarsegrad.quant.kernels import EagerQuantizer, kernel_alpha_ok
+from coarsegrad.quant.ste import Piece
 from coarsegrad.training.fast import fast_step, model_layout
 from oracles import numpy_codes, numpy_dmu, numpy_thresholds
 
@@ -114,7 +114,7 @@ def test_fused_backward_is_derived_from_the_description():
     modes = {name: EagerQuantizer(cg.ActQuant(2, 0.5, name), torch.float32).mode for name in STES}
     assert modes == {"identity": "all", "relu": "threshold", "clipped_relu": "hardtanh", "log_tailed_relu": None}
     # an STE of the same shape under another name gets the same kernel: no name table
-    twin = cg.STE("my_clip", pieces=(cg.quant.Piece(0.0, 1.0),))
+    twin = cg.STE("my_clip", pieces=(Piece(0.0, 1.0),))
     assert EagerQuantizer(cg.ActQuant(2, 0.5, twin), torch.float32).mode == "hardtanh"
 
 

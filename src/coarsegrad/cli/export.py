@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from coarsegrad.errors import ConfigError
 
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
                           "give a run directory or checkpoint")
     header = {k: v for k, v in artifact.header.items() if k != "tensors"}
     assert artifact.model is not None  # a "torch" artifact holds its model
+    if header.get("architecture") == "lenet5":
+        return _export_lenet(args, artifact, header)
     if args.int8:
         lo_hi = tuple(args.input_range) if args.input_range else input_range(header)
         integer = to_integer(artifact.model, weights="int8", input_range=lo_hi)
@@ -61,5 +64,25 @@ def run(args: argparse.Namespace) -> int:
     weights = "int8 (uint8 inputs)" if integer.int8 else "float32"
     print(f"{out}: {args.format}, {integer.source} {integer.in_features}-{integer.hidden}-"
           f"{integer.num_classes}, {integer.bits}-bit codes, first layer {weights}, "
+          f"{out.stat().st_size} bytes")
+    return 0
+
+
+def _export_lenet(args: argparse.Namespace, artifact: Any, header: dict[str, Any]) -> int:
+    """LeNet-5: ONNX only (batch-norm folded); the integer engine covers the two-layer models."""
+    if args.format != "onnx" or args.int8:
+        raise ConfigError("format", "the integer engine (--format int, --int8) supports the two-layer "
+                          "models (two_layer, mlp) only; export lenet5 with --format onnx")
+    from coarsegrad.export.artifacts import HEADER_PROP, resolve_model_file
+    from coarsegrad.export.onnx_lenet import build_lenet_onnx
+    from coarsegrad.io.records import atomic_write_bytes
+
+    out = Path(args.out) if args.out else resolve_model_file(args.run_dir).parent / "model.onnx"
+    proto = build_lenet_onnx(artifact.model, with_preact=args.with_codes)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = HEADER_PROP, json.dumps(header, sort_keys=True)
+    atomic_write_bytes(out, proto.SerializeToString())
+    quant = artifact.model.features[2].quant
+    print(f"{out}: onnx, lenet5 (batch-norm folded), {quant.bits}-bit codes, float32 weights, "
           f"{out.stat().st_size} bytes")
     return 0

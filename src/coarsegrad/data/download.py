@@ -32,6 +32,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import json
 import os
 import sys
 import tempfile
@@ -90,26 +91,12 @@ def _table(md5: tuple[str, ...] | None = None, sha256: tuple[str, ...] | None = 
         for i, stem in enumerate(FILE_STEMS)})
 
 
-# Order: train-images, train-labels, t10k-images, t10k-labels.
+# Published digests, per file in FILE_STEMS order (train-images, train-labels, t10k-images,
+# t10k-labels), kept as data in checksums.json beside this module.
 CHECKSUMS: Mapping[str, Mapping[str, FileSum]] = MappingProxyType({
-    "mnist": _table(
-        md5=("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
-             "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"),
-        sha256=("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2")),
-    "fashion-mnist": _table(
-        md5=("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
-             "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"),
-        sha256=("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34")),
-    "kmnist": _table(
-        gz_md5=("bdb82020997e1d708af4cf47b453dcf7", "e144d726b3acfaa3e44228e80efcd344",
-                "5c965bf0a639b31b8f53240b1b52f4d7", "7320c461ea6c1c855c0b718fb2a4b134")),
-})
+    name: _table(**{kind: tuple(values) for kind, values in sums.items()})
+    for name, sums in json.loads((Path(__file__).parent / "checksums.json").read_text(encoding="utf-8")).items()
+    if not name.startswith("_")})
 MIRRORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
               "http://yann.lecun.com/exdb/mnist/"),

@@ -5,7 +5,7 @@
     im8 = cg.export.to_integer(model, weights="int8", input_range=(lo, hi))
     im.predict(x), im.codes(x)                        # NumPy only
     packed = cg.export.pack_codes(codes, bits)        # 8/w codes per byte
-    cg.export.to_onnx(model, "model.onnx")            # needs the 'export' extra
+    cg.export.to_onnx(model, "model.onnx")            # needs the 'export' extra (LeNet5 too)
     cg.export.save_integer(path, im), cg.export.load_integer(path)
 
 ``onnx`` and ``onnxruntime`` are imported only inside the functions that use them.
@@ -14,10 +14,11 @@
 from coarsegrad.export.integer import IntegerModel, threshold_codes, thresholds, to_integer
 from coarsegrad.export.integer_io import load_integer, save_integer
 from coarsegrad.export.onnx_graph import build_onnx, onnx_session, run_onnx, to_onnx
+from coarsegrad.export.onnx_lenet import build_lenet_onnx
 from coarsegrad.export.packing import pack_codes, packed_size, packed_width, unpack_codes
 
 __all__ = [
-    "IntegerModel", "build_onnx", "load_integer", "onnx_session", "pack_codes", "packed_size",
+    "IntegerModel", "build_lenet_onnx", "build_onnx", "load_integer", "onnx_session", "pack_codes", "packed_size",
     "packed_width", "run_onnx", "save_integer", "threshold_codes", "thresholds", "to_integer", "to_onnx",
     "unpack_codes",
 ]

@@ -51,9 +51,17 @@ class _Graph:
         self.onnx, self.count = onnx, 0
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
+        self.values: dict[str, np.ndarray] = {}
 
     def const(self, name: str, value: np.ndarray) -> str:
-        self.inits.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        """An initializer; a name given twice (a staircase per layer) must hold the same value."""
+        value = np.ascontiguousarray(value)
+        if name in self.values:
+            if self.values[name].dtype != value.dtype or not np.array_equal(self.values[name], value):
+                raise ValueError(f"initializer {name!r} given two different values")
+            return name
+        self.values[name] = value
+        self.inits.append(self.onnx.numpy_helper.from_array(value, name))
         return name
 
     def op(self, kind: str, *inputs: str, out: str | None = None, **attrs: Any) -> str:
@@ -130,10 +138,19 @@ def to_onnx(
 
     Outputs ``logits``; with ``with_codes`` also ``codes`` (uint8) and ``preact``
     (float32 pre-activations). Int8 networks: pass ``to_integer(model, weights="int8",
-    input_range=...)``. The write is atomic.
+    input_range=...)``. A :class:`~coarsegrad.models.networks.LeNet5` is written by
+    :func:`coarsegrad.export.onnx_lenet.build_lenet_onnx` (``preact1..3`` instead of codes).
+    The write is atomic.
     """
     from coarsegrad.io.records import atomic_write_bytes
+    from coarsegrad.models.networks import LeNet5
 
+    if isinstance(model, LeNet5):
+        from coarsegrad.export.onnx_lenet import build_lenet_onnx
+
+        proto = build_lenet_onnx(model, with_codes=with_codes, exact=exact)
+        atomic_write_bytes(Path(path), proto.SerializeToString())
+        return Path(path)
     integer = model if isinstance(model, IntegerModel) else to_integer(model)
     proto = build_onnx(integer, with_codes=with_codes, exact=exact)
     path = Path(path)

@@ -8,6 +8,12 @@ expected name/shape/dtype of every tensor and a SHA-256 digest of
 it rebuilds the model from the header with :func:`coarsegrad.models.build_model` and
 accepts the file only if every tensor matches; anything else is a :class:`DataError`.
 
+Architectures: ``two_layer``, ``mlp`` and ``lenet5`` (whose header also holds
+``sizes`` = {channels: [c₁, c₂], hidden: h}; every QuantReLU of a model shares the one
+spec saved whole as ``quant``). Sizes are validated against the tensors present before
+any model is built. Models made by ``quantize_model`` are saved with
+:mod:`coarsegrad.io.quantized` instead.
+
 ``load_checkpoint`` also reads the ``model.safetensors`` of a ``coarsegrad train`` run
 directory (metadata key ``config``: the resolved run config).
 """
@@ -17,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,20 +33,21 @@ from torch import nn
 from coarsegrad.config import ModelConfig
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.io import tensorfile
+from coarsegrad.io.checkpoint_header import (
+    FORMAT_VERSION,
+    HEADER_KEY,
+    LENET_IN,
+    SIZE_TENSORS,
+    check_header,
+    check_normalization,
+    dtype_name,
+    lenet_sizes,
+)
 from coarsegrad.io.records import remove_stale_temporaries
 from coarsegrad.models.build import build_model
-from coarsegrad.models.networks import MLP, TwoLayerNet
+from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
 from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.spec import ActQuant
-
-HEADER_KEY = "coarsegrad.checkpoint"
-FORMAT_VERSION = 1
-# (architecture) -> (weight whose shape[1] is in_features, weight whose shape[0] is num_classes)
-_SIZE_TENSORS = {"mlp": ("fc1.weight", "fc2.weight"), "two_layer": ("W", "V")}
-
-
-def _dtype_name(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -62,7 +68,10 @@ def _model_sizes(model: nn.Module) -> tuple[str, int, int]:
         return "two_layer", model.in_features, model.num_classes
     if isinstance(model, MLP):
         return "mlp", model.fc1.in_features, model.fc2.out_features
-    raise ConfigError("model", f"checkpoints support TwoLayerNet and MLP, got {type(model).__name__}")
+    if isinstance(model, LeNet5):
+        return "lenet5", LENET_IN, int(model.state_dict()["classifier.3.weight"].shape[0])
+    raise ConfigError("model", f"checkpoints support TwoLayerNet, MLP and LeNet5, got {type(model).__name__}; "
+                      "save a quantize_model'd model with save_quantized_state")
 
 
 def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[str, Any]:
@@ -82,29 +91,20 @@ def _model_config(config: ModelConfig | Mapping[str, Any], arch: str) -> dict[st
 
 
 def _act(model: nn.Module) -> QuantReLU:
-    act = getattr(model, "act", None)
-    if not isinstance(act, QuantReLU):
-        raise ConfigError("model", f"needs a QuantReLU activation, got {type(act).__name__}")
-    return act
+    """The model's QuantReLU (the first one; every other must hold the same spec)."""
+    acts = [m for m in model.modules() if isinstance(m, QuantReLU)]
+    plain = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not acts or plain:
+        raise ConfigError("model", f"needs QuantReLU activations only, found {len(acts)} QuantReLU "
+                          f"and {len(plain)} ReLU")
+    if any(a.quant != acts[0].quant for a in acts):
+        raise ConfigError("model", "its QuantReLU layers hold different specs; use save_quantized_state")
+    return acts[0]
 
 
 def _quant_fields(quant: ActQuant) -> dict[str, Any]:
     """The spec as saved (``ActQuant.to_dict``), without the provenance of α."""
     return {k: v for k, v in quant.to_dict().items() if k != "alpha_rule"}
-
-
-def _normalization(value: object) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    pair: Any = (value["mean"], value["std"]) if isinstance(value, Mapping) else value
-    mean, std = pair
-    out = {}
-    for name, v in (("mean", mean), ("std", std)):
-        values = [float(t) for t in (v if isinstance(v, (list, tuple)) else [v])]
-        if not all(math.isfinite(t) for t in values) or (name == "std" and min(values) <= 0):
-            raise ConfigError("normalization", f"{name} must be finite (std > 0), got {v!r}")
-        out[name] = values if isinstance(v, (list, tuple)) else values[0]
-    return out
 
 
 def save_checkpoint(
@@ -132,15 +132,17 @@ def save_checkpoint(
                           f"alpha={fields['alpha']}, ste={fields['ste']}, rounding={fields['rounding']} "
                           f"vs {arch}, {act.extra_repr()})")
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-    _check_tensors(state, _build(fields, in_features, num_classes).state_dict(), "model")
+    sizes = lenet_sizes(state) if arch == "lenet5" else None
+    _check_tensors(state, _build(fields, in_features, num_classes, sizes).state_dict(), "model")
     header: dict[str, Any] = {
         "format": HEADER_KEY, "version": FORMAT_VERSION, "architecture": arch,
         "in_features": in_features, "num_classes": num_classes, "model": fields,
+        **({"sizes": sizes} if sizes is not None else {}),
         "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name, "quant": quant,
-        "normalization": _normalization(normalization), "run": None if run is None else str(run),
+        "normalization": check_normalization(normalization), "run": None if run is None else str(run),
         "run_config": dict(config) if isinstance(config, Mapping) and "model" in config else None,
         "extra": dict(extra or {}),
-        "tensors": {k: {"dtype": _dtype_name(v), "shape": list(v.shape)} for k, v in sorted(state.items())},
+        "tensors": {k: {"dtype": dtype_name(v), "shape": list(v.shape)} for k, v in sorted(state.items())},
     }
     header["sha256"] = _digest(header, state)
     try:
@@ -152,8 +154,14 @@ def save_checkpoint(
     return header
 
 
-def _build(fields: Mapping[str, Any], in_features: int, num_classes: int) -> nn.Module:
-    return build_model(ModelConfig(**fields), in_features, num_classes, seed=0)
+def _build(fields: Mapping[str, Any], in_features: int, num_classes: int,
+           sizes: Mapping[str, Any] | None = None) -> nn.Module:
+    config = ModelConfig(**fields)
+    if config.model == "lenet5" and sizes is not None:
+        c1, c2 = sizes["channels"]
+        return LeNet5(num_classes, channels=(c1, c2), hidden=sizes["hidden"],
+                      generator=torch.Generator().manual_seed(0), quant=config.act_quant())
+    return build_model(config, in_features, num_classes, seed=0)
 
 
 def _check_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
@@ -163,8 +171,8 @@ def _check_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str, tor
     for name, want in expected.items():
         got = found[name]
         if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
-            raise DataError(source, f"tensor {name!r} is {_dtype_name(got)} {list(got.shape)}, "
-                            f"the model needs {_dtype_name(want)} {list(want.shape)}")
+            raise DataError(source, f"tensor {name!r} is {dtype_name(got)} {list(got.shape)}, "
+                            f"the model needs {dtype_name(want)} {list(want.shape)}")
 
 
 def _header_from_run(metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, Any]:
@@ -172,75 +180,20 @@ def _header_from_run(metadata: Mapping[str, str], tensors: Mapping[str, torch.Te
         run_config = json.loads(metadata["config"])
         fields = dict(run_config["model"])
         arch = fields["model"]
-        if arch not in _SIZE_TENSORS:
-            raise DataError(source, f"checkpoints support {' and '.join(_SIZE_TENSORS)} models, not {arch!r}")
-        first, last = _SIZE_TENSORS[arch]
+        if arch not in SIZE_TENSORS:
+            raise DataError(source, f"checkpoints support {' and '.join(SIZE_TENSORS)} models, not {arch!r}")
+        first, last = SIZE_TENSORS[arch]
         in_features, num_classes = int(tensors[first].shape[1]), int(tensors[last].shape[0])
+        sizes = None
+        if arch == "lenet5":
+            in_features, sizes = LENET_IN, lenet_sizes(tensors)
     except (LookupError, TypeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise DataError(source, f"run model file has an unusable config or tensors ({exc!r})") from None
     return {"format": "coarsegrad.run", "architecture": arch, "in_features": in_features,
-            "num_classes": num_classes, "model": fields, "bits": fields.get("bits"),
+            "num_classes": num_classes, "model": fields, **({"sizes": sizes} if sizes else {}),
+            "bits": fields.get("bits"),
             "alpha": fields.get("alpha"), "ste": fields.get("ste"), "normalization": None,
             "run": str(Path(source).parent), "run_config": run_config, "extra": {}}
-
-
-MAX_SIZE = 1 << 24  # bound on in_features, num_classes, hidden, units_per_class a header may state
-
-
-def _size(value: object, name: str, source: str) -> int:
-    if type(value) is not int or not 1 <= value <= MAX_SIZE:  # type() excludes bool and float
-        raise DataError(source, f"checkpoint header does not describe a model: {name} must be an int "
-                        f"in 1..{MAX_SIZE}, got {value!r}")
-    return value
-
-
-def _implied_shapes(arch: str, fields: Mapping[str, Any], in_features: int, num_classes: int,
-                    source: str) -> dict[str, list[int]]:
-    """The shapes of the size-carrying weights that the header's sizes imply (checked before building)."""
-    if arch == "mlp":
-        hidden = _size(fields.get("hidden", ModelConfig.hidden), "model.hidden", source)
-        return {"fc1.weight": [hidden, in_features], "fc2.weight": [num_classes, hidden]}
-    units = _size(fields.get("units_per_class", ModelConfig.units_per_class), "model.units_per_class", source)
-    return {"W": [units * num_classes, in_features], "V": [num_classes, units * num_classes]}
-
-
-def _check_header(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], source: str) -> None:
-    """Types, ranges and the shapes of the tensors present, BEFORE any model is built.
-
-    After this, building the model allocates no more than the file's own weights hold
-    (the size-carrying weights have the header's shapes; the rest are vectors of those
-    sizes), so a header cannot make the loader allocate more than the file plus O(sizes).
-    """
-    arch, fields = header.get("architecture"), header.get("model")
-    if not isinstance(arch, str) or arch not in _SIZE_TENSORS:
-        raise DataError(source, f"checkpoint header does not describe a model: architecture {arch!r} "
-                        f"is not one of {sorted(_SIZE_TENSORS)}")
-    if not isinstance(fields, dict) or fields.get("model") != arch:
-        raise DataError(source, "checkpoint header does not describe a model: 'model' must be a dict "
-                        "whose 'model' is the architecture")
-    in_features = _size(header.get("in_features"), "in_features", source)
-    num_classes = _size(header.get("num_classes"), "num_classes", source)
-    for name, shape in _implied_shapes(arch, fields, in_features, num_classes, source).items():
-        if name not in tensors or list(tensors[name].shape) != shape:
-            found = list(tensors[name].shape) if name in tensors else "missing"
-            raise DataError(source, f"tensor {name!r} is {found}, the header implies {shape}")
-    for name, kind in (("run", str), ("run_config", dict), ("extra", dict)):
-        if not isinstance(header.get(name), (kind, type(None))):
-            raise DataError(source, f"checkpoint header field {name!r} must be a {kind.__name__} or null")
-    try:
-        _normalization(header.get("normalization"))
-    except (LookupError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
-        raise DataError(source, f"checkpoint header field 'normalization' is unusable ({exc})") from None
-    if header.get("format") == HEADER_KEY:
-        listed = header.get("tensors")
-        if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
-            raise DataError(source, "checkpoint header's tensor list is not a dict of dicts")
-        actual = {k: (_dtype_name(v), list(v.shape)) for k, v in tensors.items()}
-        listed = {k: (v.get("dtype"), v.get("shape")) for k, v in listed.items()}
-        differ = [f"{k}: {actual.get(k, 'missing')} (listed: {listed.get(k, 'unexpected')})"
-                  for k in sorted(set(listed) | set(actual)) if listed.get(k) != actual.get(k)]
-        if differ:
-            raise DataError(source, f"tensors differ from the list in the checkpoint header: {'; '.join(differ)}")
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -264,13 +217,13 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         header = _header_from_run(metadata, tensors, source)
     else:
         raise DataError(source, "not a coarsegrad checkpoint (no header in the safetensors metadata)")
-    _check_header(header, tensors, source)
+    check_header(header, tensors, source)
     try:
         fields = dict(header["model"])
         in_features, num_classes = int(header["in_features"]), int(header["num_classes"])
         consistent = fields.get("model") == header["architecture"] and all(
             header[k] == fields.get(k) for k in ("bits", "alpha", "ste"))
-        model = _build(fields, in_features, num_classes)
+        model = _build(fields, in_features, num_classes, header.get("sizes"))
         if "quant" in header:  # the spec saved whole (files before it carry bits/alpha/ste only)
             consistent = consistent and header["quant"] == _quant_fields(_act(model).quant)
     except (LookupError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:  # ConfigError is a ValueError

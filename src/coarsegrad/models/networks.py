@@ -104,18 +104,10 @@ class TwoLayerNet(nn.Module):
     """
 
     def __init__(
-        self,
-        in_features: int,
-        num_classes: int,
-        units_per_class: int,
-        bits: int | None = 2,
-        alpha: float | None = None,
-        ste: str | STE = "clipped_relu",
-        second_layer: Literal["fixed", "trained"] = "fixed",
-        init_scale: float = 0.1,
-        *,
-        generator: torch.Generator | None = None,
-        quant: Any = _FROM_BITS,
+        self, in_features: int, num_classes: int, units_per_class: int,
+        bits: int | None = 2, alpha: float | None = None, ste: str | STE = "clipped_relu",
+        second_layer: Literal["fixed", "trained"] = "fixed", init_scale: float = 0.1,
+        *, generator: torch.Generator | None = None, quant: Any = _FROM_BITS,
     ) -> None:
         super().__init__()
         spec = _spec(quant, bits, alpha, ste)
@@ -156,17 +148,9 @@ class MLP(nn.Module):
     """x → Linear(in, hidden) → [BatchNorm1d(affine=False)] → σ → Linear(hidden, classes)."""
 
     def __init__(
-        self,
-        in_features: int,
-        hidden: int,
-        num_classes: int,
-        bits: int | None = 2,
-        alpha: float | None = None,
-        ste: str | STE = "clipped_relu",
-        batchnorm: bool = False,
-        *,
-        generator: torch.Generator | None = None,
-        quant: Any = _FROM_BITS,
+        self, in_features: int, hidden: int, num_classes: int,
+        bits: int | None = 2, alpha: float | None = None, ste: str | STE = "clipped_relu", batchnorm: bool = False,
+        *, generator: torch.Generator | None = None, quant: Any = _FROM_BITS,
     ) -> None:
         super().__init__()
         spec = _spec(quant, bits, alpha, ste)

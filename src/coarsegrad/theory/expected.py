@@ -108,16 +108,8 @@ def _coefficients(v: NDArray, r: float, teacher: Teacher) -> tuple[float, float,
     return (S * S - P) * s1 - (S * Ss - Q) * t1, P, Q
 
 
-def expected_coarse_grad_at(
-    v: ArrayLike,
-    r: float,
-    theta: float,
-    teacher: Teacher,
-    ste: STE | str,
-    *,
-    samples: int = 1 << 18,
-    generator: torch.Generator | None = None,
-) -> CoarseExpectation:
+def expected_coarse_grad_at(v: ArrayLike, r: float, theta: float, teacher: Teacher, ste: STE | str, *,
+                            samples: int = 1 << 18, generator: torch.Generator | None = None) -> CoarseExpectation:
     """E[g_μ] in the plane frame: exact for indicator STEs, else Monte Carlo.
 
     Monte Carlo draws ``samples`` values of U from ``generator`` (a fresh
@@ -151,15 +143,8 @@ def expected_coarse_grad_at(
                              math.sqrt(cov[1, 1]), float(cov[0, 1]), "monte_carlo", samples)
 
 
-def expected_coarse_grad(
-    v: ArrayLike,
-    w: ArrayLike,
-    teacher: Teacher,
-    ste: STE | str,
-    *,
-    samples: int = 1 << 18,
-    generator: torch.Generator | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def expected_coarse_grad(v: ArrayLike, w: ArrayLike, teacher: Teacher, ste: STE | str, *, samples: int = 1 << 18,
+                         generator: torch.Generator | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(E[g_μ] ∈ R^n, its standard error ∈ R^n) at w (zeros for the exact case)."""
     frame = plane_frame(w, teacher.w_star)
     e = expected_coarse_grad_at(v, frame.r, frame.theta, teacher, ste, samples=samples,

@@ -174,28 +174,29 @@ def _sums(v: Array, teacher: Teacher) -> tuple[float, float, float, float, float
     return float(v @ v), float(v @ vs), float(v.sum()), float(vs.sum()), float(vs @ vs)
 
 
-def population_loss_at(v: ArrayLike, r: float, theta: float, teacher: Teacher) -> float:
-    """f(v, w) for ‖w‖ = r and angle(w, w*) = θ (module docstring formula)."""
+def _prepare(v: ArrayLike, r: float, theta: float, teacher: Teacher) -> tuple[
+        Array, float, float, tuple[float, float, float, float, float], tuple[float, float, float, float],
+        tuple[float, float, float, float]]:
+    """Checked (v, r, θ), the sums of :func:`_sums`, and the σ moments at ‖w‖ = r and at ‖w*‖."""
     v = _vector("v", v)
     theta, r = _check_theta(theta), _check_r(r)
-    P, Q, S, Ss, Ps = _sums(v, teacher)
-    b, a, rs = teacher.bits, teacher.alpha, teacher.r_star
-    s1, s2, _, _ = sigma_moments(b, a, r)
-    t1, t2, _, _ = sigma_moments(b, a, rs)
-    c = cross_moment(b, a, r, rs, theta)
+    sums = _sums(v, teacher)
+    return (v, r, theta, sums, sigma_moments(teacher.bits, teacher.alpha, r),
+            sigma_moments(teacher.bits, teacher.alpha, teacher.r_star))
+
+
+def population_loss_at(v: ArrayLike, r: float, theta: float, teacher: Teacher) -> float:
+    """f(v, w) for ‖w‖ = r and angle(w, w*) = θ (module docstring formula)."""
+    v, r, theta, (P, Q, S, Ss, Ps), (s1, s2, _, _), (t1, t2, _, _) = _prepare(v, r, theta, teacher)
+    c = cross_moment(teacher.bits, teacher.alpha, r, teacher.r_star, theta)
     return 0.5 * (P * s2 + (S * S - P) * s1 * s1 - 2.0 * (Q * c + (S * Ss - Q) * s1 * t1)
                   + Ps * t2 + (Ss * Ss - Ps) * t1 * t1)
 
 
 def population_grad_v_at(v: ArrayLike, r: float, theta: float, teacher: Teacher) -> Array:
     """∂f/∂v = (s2 − s1²)v + s1²(1ᵀv)1 − (c − s1s1*)v* − s1s1*(1ᵀv*)1."""
-    v = _vector("v", v)
-    theta, r = _check_theta(theta), _check_r(r)
-    _sums(v, teacher)
-    b, a, rs = teacher.bits, teacher.alpha, teacher.r_star
-    s1, s2, _, _ = sigma_moments(b, a, r)
-    t1, _, _, _ = sigma_moments(b, a, rs)
-    c = cross_moment(b, a, r, rs, theta)
+    v, r, theta, _, (s1, s2, _, _), (t1, _, _, _) = _prepare(v, r, theta, teacher)
+    c = cross_moment(teacher.bits, teacher.alpha, r, teacher.r_star, theta)
     vs = teacher.v_star
     return (s2 - s1 * s1) * v + s1 * s1 * v.sum() - (c - s1 * t1) * vs - s1 * t1 * vs.sum()
 
@@ -206,13 +207,8 @@ def population_grad_w_at(v: ArrayLike, r: float, theta: float, teacher: Teacher)
     At θ = 0 or π the pair is the one-sided limit within a plane (f is not
     differentiable there; the angular part has a limit of fixed size, any direction ⊥ w).
     """
-    v = _vector("v", v)
-    theta, r = _check_theta(theta), _check_r(r)
-    P, Q, S, Ss, _ = _sums(v, teacher)
-    b, a, rs = teacher.bits, teacher.alpha, teacher.r_star
-    s1, _, ds1, ds2 = sigma_moments(b, a, r)
-    t1, _, _, _ = sigma_moments(b, a, rs)
-    dc_dr, s_dc_drho = cross_moment_derivs(b, a, r, rs, theta)
+    v, r, theta, (P, Q, S, Ss, _), (s1, _, ds1, ds2), (t1, _, _, _) = _prepare(v, r, theta, teacher)
+    dc_dr, s_dc_drho = cross_moment_derivs(teacher.bits, teacher.alpha, r, teacher.r_star, theta)
     radial = 0.5 * P * ds2 + (S * S - P) * s1 * ds1 - Q * dc_dr - (S * Ss - Q) * ds1 * t1
     angular = -Q * s_dc_drho / r
     return float(radial), float(angular)

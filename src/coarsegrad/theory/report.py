@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 from coarsegrad.io.plots import pyplot, save_png
 from coarsegrad.theory.landscape import heatmap_grid, success_rates
@@ -142,12 +143,17 @@ def plot_angles(records: list[dict], path: Path) -> None:
     save_png(fig, path, bbox_inches="tight")
 
 
-def geometry_markdown(records: list[dict]) -> str:
+def geometry_groups(records: list[dict]) -> list[tuple[tuple[Any, ...], list[dict]]]:
+    """The geometry runs grouped by (bits, ste, units_per_class, lr), in first-seen order."""
     runs = [r for r in records if r["study"] == "geometry_run"]
     keys = _order([{"k": (r["bits"], r["ste"], r["units_per_class"], r["lr"])} for r in runs], "k")
+    return [(key, [r for r in runs if (r["bits"], r["ste"], r["units_per_class"], r["lr"]) == key]) for key in keys]
+
+
+def geometry_markdown(records: list[dict]) -> str:
     rows = []
-    for key in keys:
-        rs = [r for r in runs if (r["bits"], r["ste"], r["units_per_class"], r["lr"]) == key]
+    groups = geometry_groups(records)
+    for key, rs in groups:
         reached = [r for r in rs if r["first_step"] is not None]
         comparable = [r for r in reached if r["speedup"] is not None]
         perfect_with = sum(r["perfect_step"] is not None for r in reached)
@@ -160,7 +166,7 @@ def geometry_markdown(records: list[dict]) -> str:
                      f"{sum(bool(r['speedup']) for r in comparable)}/{len(comparable)}",
                      fmt(median(before) if before else None, "+.2e"), fmt(median(after) if after else None, "+.2e"),
                      f"{perfect_with}/{len(reached)}", f"{perfect_without}/{len(rs) - len(reached)}"])
-    r0 = runs[0]
+    r0 = groups[0][1][0]
     return ("# Geometric condition during coarse gradient descent\n\n"
             f"K = {r0['num_classes']} classes, d = {r0['dim']}, subspace dim {r0['subspace_dim']}, "
             f"{r0['samples_per_class']} samples/class, full batch, ≤ {r0['steps']} steps (stop at 100%), "

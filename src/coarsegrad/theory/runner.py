@@ -12,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from coarsegrad.errors import ConfigError
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
@@ -95,19 +95,17 @@ def render(study: str, out: Path, records: list[dict]) -> None:
     """Markdown tables and PNG plots from the records alone."""
     from coarsegrad.theory import repelled_report, report
 
-    out = Path(out)
-    if study == "angles":
-        atomic_write_text(out / REPORTS[study], report.angles_markdown(records))
-        report.plot_angles(records, out / "cosine_vs_theta.png")
-    elif study == "geometry":
-        atomic_write_text(out / REPORTS[study], report.geometry_markdown(records))
-        report.plot_geometry(records, out / "loss_and_condition.png")
-    elif study == "landscape":
-        atomic_write_text(out / REPORTS[study], report.landscape_markdown(records))
-        report.plot_landscape(records, out / "success_rate.png")
-    elif study == "repelled":
-        atomic_write_text(out / REPORTS[study], repelled_report.repelled_markdown(records))
-        repelled_report.plot_repelled(records, out / "curves.png")
-        repelled_report.plot_grad_norms(records, out / "grad_norm_start.png")
-    else:
+    renderers: dict[str, tuple[Callable[..., str], list[tuple[Callable[..., Any], str]]]] = {  # (markdown, [(plot, file)])
+        "angles": (report.angles_markdown, [(report.plot_angles, "cosine_vs_theta.png")]),
+        "geometry": (report.geometry_markdown, [(report.plot_geometry, "loss_and_condition.png")]),
+        "landscape": (report.landscape_markdown, [(report.plot_landscape, "success_rate.png")]),
+        "repelled": (repelled_report.repelled_markdown, [(repelled_report.plot_repelled, "curves.png"),
+                                                         (repelled_report.plot_grad_norms, "grad_norm_start.png")]),
+    }
+    if study not in renderers:
         raise ConfigError("study", f"must be one of {', '.join(STUDIES)}, got {study!r}")
+    out = Path(out)
+    markdown, plots = renderers[study]
+    atomic_write_text(out / REPORTS[study], markdown(records))
+    for plot, name in plots:
+        plot(records, out / name)

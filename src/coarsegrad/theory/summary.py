@@ -19,7 +19,7 @@ from typing import Mapping
 
 from coarsegrad.theory.landscape import success_rates
 from coarsegrad.theory.repelled_report import end_points, mean_std
-from coarsegrad.theory.report import _order, _sign, fmt, table
+from coarsegrad.theory.report import _order, _sign, fmt, geometry_groups, table
 
 
 def angles_summary(records: list[dict]) -> str:
@@ -46,11 +46,8 @@ def angles_summary(records: list[dict]) -> str:
 
 
 def geometry_summary(records: list[dict]) -> str:
-    runs = [r for r in records if r["study"] == "geometry_run"]
-    keys = _order([{"k": (r["bits"], r["ste"], r["units_per_class"], r["lr"])} for r in runs], "k")
     rows = []
-    for key in keys:
-        rs = [r for r in runs if (r["bits"], r["ste"], r["units_per_class"], r["lr"]) == key]
+    for key, rs in geometry_groups(records):
         rows.append([str(key[0]), key[1], str(key[2]), fmt(key[3], "g"),
                      f"{sum(r['first_step'] is not None for r in rs)}/{len(rs)}",
                      f"{sum(r['perfect_step'] is not None for r in rs)}/{len(rs)}"])
