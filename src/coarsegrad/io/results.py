@@ -204,9 +204,8 @@ def read_record(path: str | Path, cls: type[R]) -> R:
 
 
 @dataclass
-class SyntheticTrialRow(_Record):
-    """One seed of the ``synthetic`` experiment (:func:`coarsegrad.experiments.synthetic.synthetic_trial`);
-    ``bits`` None: the float baseline; a diverged run has ``final_loss`` NaN and ``curve`` None."""
+class _TrialRow(_Record):
+    """The fields every reproduce row starts with: which experiment, data, network and seed."""
 
     experiment: str
     dataset: str
@@ -215,6 +214,13 @@ class SyntheticTrialRow(_Record):
     bits: int | None
     seed: int
     alpha: float | None
+
+
+@dataclass
+class SyntheticTrialRow(_TrialRow):
+    """One seed of the ``synthetic`` experiment (:func:`coarsegrad.experiments.synthetic.synthetic_trial`);
+    ``bits`` None: the float baseline; a diverged run has ``final_loss`` NaN and ``curve`` None."""
+
     units_per_class: int
     lr: float
     train_acc: float | None  # None: training was interrupted
@@ -233,17 +239,10 @@ class SyntheticTrialRow(_Record):
 
 
 @dataclass
-class MnistTrialRow(_Record):
+class MnistTrialRow(_TrialRow):
     """One seed of ``mnist_two_layer``, ``lenet5`` or ``lenet5_float``
     (:func:`coarsegrad.experiments.mnist.mnist_trial`); ``bits`` None: a float network."""
 
-    experiment: str
-    dataset: str
-    model: str
-    ste: str
-    bits: int | None
-    seed: int
-    alpha: float | None
     train_acc: float
     test_acc: float
     final_loss: float
