@@ -133,6 +133,7 @@ def to_onnx(
     *,
     with_codes: bool = False,
     exact: bool = True,
+    input_shape: tuple[int, ...] | None = None,
 ) -> Path:
     """Write ``model`` (a network or its :func:`to_integer` form) as ONNX to ``path``.
 
@@ -140,7 +141,9 @@ def to_onnx(
     (float32 pre-activations). Int8 networks: pass ``to_integer(model, weights="int8",
     input_range=...)``. A :class:`~coarsegrad.models.networks.LeNet5` is written by
     :func:`coarsegrad.export.onnx_lenet.build_lenet_onnx` (``preact1..3`` instead of codes).
-    The write is atomic.
+    An ``nn.Sequential`` (e.g. from :func:`coarsegrad.quantize_model`) is written by
+    :func:`coarsegrad.export.onnx_sequential.build_sequential_onnx` and needs
+    ``input_shape`` (per sample, e.g. ``(1, 28, 28)``). The write is atomic.
     """
     from coarsegrad.io.records import atomic_write_bytes
     from coarsegrad.models.networks import LeNet5
@@ -149,6 +152,14 @@ def to_onnx(
         from coarsegrad.export.onnx_lenet import build_lenet_onnx
 
         proto = build_lenet_onnx(model, with_codes=with_codes, exact=exact)
+        atomic_write_bytes(Path(path), proto.SerializeToString())
+        return Path(path)
+    if isinstance(model, nn.Sequential):
+        from coarsegrad.export.onnx_sequential import build_sequential_onnx
+
+        if input_shape is None:
+            raise ConfigError("input_shape", "ONNX export of an nn.Sequential needs input_shape (per sample)")
+        proto = build_sequential_onnx(model, input_shape, exact=exact)
         atomic_write_bytes(Path(path), proto.SerializeToString())
         return Path(path)
     integer = model if isinstance(model, IntegerModel) else to_integer(model)

@@ -37,19 +37,23 @@ from coarsegrad.quant.spec import ActQuant
 
 
 def fold_batchnorm(layer: nn.Module, norm: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-    """(w', b') float32 of ``layer`` (Conv2d or Linear) followed by ``norm`` (BatchNorm without
-    affine, eval statistics)."""
+    """(w', b') float32 of ``layer`` (Conv2d or Linear) followed by ``norm`` (BatchNorm, eval
+    statistics; with affine γ, β: w' = w·sγ, b' = (b − mean)·sγ + β)."""
     if not isinstance(layer, (nn.Conv2d, nn.Linear)):
         raise ConfigError("model", f"can fold a batch-norm into a Conv2d or Linear only, got {layer}")
-    if not isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) or norm.affine or norm.running_var is None:
-        raise ConfigError("model", f"can fold only a BatchNorm without affine that tracks statistics, got {norm}")
+    if not isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) or norm.running_var is None:
+        raise ConfigError("model", f"can fold only a BatchNorm that tracks statistics, got {norm}")
     assert norm.running_mean is not None
     w = layer.weight.detach().to(torch.float64)
     b = (layer.bias.detach().to(torch.float64) if layer.bias is not None
          else torch.zeros(w.shape[0], dtype=torch.float64))
     s = 1.0 / torch.sqrt(norm.running_var.to(torch.float64) + norm.eps)
-    w_f = w * s.reshape(-1, *([1] * (w.dim() - 1)))
+    if norm.affine:
+        s = s * norm.weight.detach().to(torch.float64)
     b_f = (b - norm.running_mean.to(torch.float64)) * s
+    if norm.affine:
+        b_f = b_f + norm.bias.detach().to(torch.float64)
+    w_f = w * s.reshape(-1, *([1] * (w.dim() - 1)))
     return w_f.to(torch.float32).numpy(), b_f.to(torch.float32).numpy()
 
 
