@@ -59,3 +59,11 @@ def test_export_onnx_of_a_lenet5_run_agrees_with_torch(run_dir, capsys, tmp_path
 def test_integer_export_of_lenet5_is_refused_in_one_line(run_dir, capsys, argv):
     code, out, err = run_cli(capsys, "export", run_dir, *argv)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "two-layer models" in err
+
+
+def test_eval_engine_onnx_converts_a_lenet5_run_in_process(run_dir, capsys):
+    ref = run_cli(capsys, "eval", run_dir, "--data", "synthetic", "--json", "--repeats", "1")
+    got = run_cli(capsys, "eval", run_dir, "--data", "synthetic", "--engine", "onnx", "--json", "--repeats", "1")
+    assert ref[0] == got[0] == 0, got[2]
+    ref_r, got_r = json.loads(ref[1]), json.loads(got[1])
+    assert got_r["engine"] == "onnx" and got_r["confusion_matrix"] == ref_r["confusion_matrix"]

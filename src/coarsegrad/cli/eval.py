@@ -53,6 +53,13 @@ def _convert(artifact: Any, engine: str) -> Any:
         return artifact
     if artifact.kind != "torch":
         raise ConfigError("engine", f"--engine {engine} needs a PyTorch model, got a {artifact.kind} file")
+    from coarsegrad.models.networks import LeNet5
+
+    if engine == "onnx" and isinstance(artifact.model, LeNet5):  # no integer form: its own float ONNX graph
+        from coarsegrad.export.onnx_graph import onnx_session
+        from coarsegrad.export.onnx_lenet import build_lenet_onnx
+
+        return Artifact("onnx", artifact.path, artifact.header, session=onnx_session(build_lenet_onnx(artifact.model)))
     int8 = engine.endswith("int8")
     integer = (to_integer(artifact.model, weights="int8", input_range=input_range(artifact.header))
                if int8 else to_integer(artifact.model))
