@@ -7,17 +7,11 @@ import re
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from coarsegrad.cli.main import main
 
 pytest.importorskip("onnxruntime")
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

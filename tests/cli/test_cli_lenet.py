@@ -7,17 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli
 
 import coarsegrad as cg
 from coarsegrad.cli.main import main
 from coarsegrad.export.artifacts import load_eval_data
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
