@@ -82,3 +82,5 @@ def test_ordering_smoke(tmp_path, monkeypatch):
     table = (tmp_path / "tables.md").read_text()
     assert "## MNIST, LeNet-5, 2 bits: the ICLR 2019 ordering" in table and "| 2 bits (ICLR 2019) |" in table
     assert "one seed (no spread to compare)" in table
+    assert ("Setup — from scratch: momentum lr 0.1, constant, 1 epochs, batch 50, weight decay 0.0, "
+            "100 training images; from a float model: momentum lr 0.1") in table

@@ -83,9 +83,22 @@ def verdict(records: list[dict]) -> str:
     return "Identity vs the best monotone STE — " + "; ".join(clauses) + ".\n" if clauses else ""
 
 
+def setup_line(records: list[dict]) -> str:
+    """How each setting trained, read from the records' resolved configs."""
+    parts = []
+    for setting, title in SETTINGS.items():
+        r = next((r for r in records if r["experiment"] == EXPERIMENTS[setting] and r.get("config")), None)
+        if r is not None:
+            t = r["config"]["train"]
+            subset = f", {r['train_subset']} training images" if r.get("train_subset") else ""
+            parts.append(f"{title}: {t['optimizer']} lr {t['lr']}, {t['schedule']}, {t['epochs']} epochs, "
+                         f"batch {t['batch_size']}, weight decay {t['weight_decay']}{subset}")
+    return "Setup — " + "; ".join(parts) + ".\n\n" if parts else ""
+
+
 def ordering_markdown(records: list[dict]) -> str:
-    """Mean ± std per STE × setting beside the ICLR 2019 column, the float row, the per-seed
-    gaps and the verdict sentence."""
+    """The setup, mean ± std per STE × setting beside the ICLR 2019 column, the float row, the
+    per-seed gaps and the verdict sentence."""
     bits = next(r["bits"] for r in records if r["experiment"] in (EXPERIMENTS["scratch"], EXPERIMENTS["from_float"]))
     lines = ["| STE | " + " | ".join(SETTINGS.values()) + f" | {bits} bits (ICLR 2019) |",
              "| --- | " + " | ".join("---" for _ in SETTINGS) + " | --- |"]
@@ -109,4 +122,4 @@ def ordering_markdown(records: list[dict]) -> str:
             spread = stdev(values) if len(values) > 1 else 0.0
             per_seed = ", ".join(f"seed {s}: {g:+.2f}" for s, g in gaps.items())
             lines.append(f"| {title} | {per_seed} | {mean(values):+.2f} ± {spread:.2f} |")
-    return "\n".join(lines) + "\n\n" + verdict(records)
+    return setup_line(records) + "\n".join(lines) + "\n\n" + verdict(records)
