@@ -95,7 +95,8 @@ def test_reproduce_smoke(tmp_path, capsys):
     assert "| clipped_relu |" in table and "/1" in table and "Float baseline (plain ReLU" in table
 
 
-@pytest.mark.parametrize("argv", [["--only", "cifar"], ["--seeds", "0"], ["--device", "tpu"], ["--workers", "0"]])
+@pytest.mark.parametrize("argv", [["--only", "cifar"], ["--seeds", "0"], ["--device", "tpu"], ["--workers", "0"],
+                                  ["--dataset", "cifar"], ["--dataset", "kmnist"]])
 def test_reproduce_bad_input(tmp_path, capsys, argv):
     code, _, err = run_cli(capsys, "reproduce", "--out", str(tmp_path), "--quiet", *argv)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -10,7 +10,7 @@ from coarsegrad.validate import MAX_WORKERS, optional_integer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from coarsegrad.experiments.reproduce import EXPERIMENTS, FULL_EXPERIMENTS, QUICK_EXPERIMENTS
+    from coarsegrad.experiments.reproduce import DATASETS, EXPERIMENTS, FULL_EXPERIMENTS, QUICK_EXPERIMENTS
 
     p = sub.add_parser("reproduce", help="run the paper's experiments (records, tables, plots)")
     mode = p.add_mutually_exclusive_group()
@@ -19,10 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/reproduce", help="output directory (default: runs/reproduce)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST files (default: the usual places)")
+    p.add_argument("--dataset", default="mnist", choices=tuple(DATASETS),
+                   help="data of mnist_two_layer and lenet5 (default: mnist; lenet5-ordering is always mnist)")
     p.add_argument("--only", default=None,
                    help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} (default: "
                         f"{','.join(FULL_EXPERIMENTS)} with --full, {','.join(QUICK_EXPERIMENTS)} with --quick; "
-                        f"synthetic-table: quick 3 seeds x 2000 steps, full 10 x 10000)")
+                        f"synthetic-table: quick 3 seeds x 2000 steps, full 10 x 10000; lenet5-ordering: "
+                        f"the 2019 STE ordering on LeNet-5, 2 bits)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--seeds", type=int, default=None, help="override the seeds per setting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -40,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
     if only is not None and not only:
         raise ConfigError("only", "name at least one experiment")
     reproduce(full=args.full, out=args.out, workers=args.workers, progress=not args.quiet, seeds=args.seeds,
-              only=only, data_dir=args.data_dir, device=args.device)
+              only=only, data_dir=args.data_dir, device=args.device, dataset=args.dataset)
     return 0

@@ -94,7 +94,7 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
     ).to_dict()
 
 
-def float_init_path(out: Path, seed: int) -> Path:
-    """Where the float LeNet-5 of ``seed`` is saved for the quantized runs to start from."""
-    return out / "float_init" / f"lenet5_seed{seed}.safetensors"
+def float_init_path(out: Path, seed: int, name: str = "lenet5") -> Path:
+    """Where the float LeNet-5 of ``seed`` (of experiment ``name``) is saved for the quantized runs to start from."""
+    return out / "float_init" / f"{name}_seed{seed}.safetensors"
 

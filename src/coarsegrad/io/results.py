@@ -240,7 +240,8 @@ class SyntheticTrialRow(_TrialRow):
 
 @dataclass
 class MnistTrialRow(_TrialRow):
-    """One seed of ``mnist_two_layer``, ``lenet5`` or ``lenet5_float``
+    """One seed of ``mnist_two_layer``, ``lenet5`` or ``lenet5_float`` (``fashion_mnist_*`` on
+    Fashion-MNIST) or of the ``lenet5_ordering_*`` study
     (:func:`coarsegrad.experiments.mnist.mnist_trial`); ``bits`` None: a float network."""
 
     train_acc: float
@@ -290,7 +291,10 @@ class SyntheticTableRow(_Record):
 
 ROW_TYPES: dict[str, type[_Record]] = {
     "synthetic": SyntheticTrialRow, "mnist_two_layer": MnistTrialRow, "lenet5": MnistTrialRow,
-    "lenet5_float": MnistTrialRow, "synthetic_table": SyntheticTableRow, "synthetic_units": SyntheticTableRow}
+    "lenet5_float": MnistTrialRow, "synthetic_table": SyntheticTableRow, "synthetic_units": SyntheticTableRow,
+    "fashion_mnist_two_layer": MnistTrialRow, "fashion_mnist_lenet5": MnistTrialRow,
+    "fashion_mnist_lenet5_float": MnistTrialRow, "lenet5_ordering_scratch": MnistTrialRow,
+    "lenet5_ordering_from_float": MnistTrialRow, "lenet5_ordering_float": MnistTrialRow}
 
 
 def row_from_dict(raw: object, source: str = "row", cls: type[_Record] | None = None) -> _Record:
