@@ -68,8 +68,9 @@ class Teacher:
 
     @functools.cached_property
     def quant(self) -> ActQuant:
-        """σ's spec (ceil rounding; the STE is chosen per call)."""
-        return ActQuant(self.bits, self.alpha)
+        """σ's spec (ceil rounding, pinned: the closed forms use thresholds kα; the STE is
+        chosen per call)."""
+        return ActQuant(self.bits, self.alpha, rounding="ceil")
 
     @property
     def r_star(self) -> float:
