@@ -44,9 +44,12 @@ def test_frozen_and_resolved():
 
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_default_alpha_rules(bits):
-    # ceil keeps the published (nearest-rounding) α: results made before the rounding field stay identical
+    # the default is nearest with its matched α, the published one
+    assert cg.ActQuant(bits).rounding == "nearest" and cg.ActQuant(bits).alpha_rule == "matched"
     assert cg.ActQuant(bits).alpha == cg.optimal_alpha(bits) == cg.optimal_alpha(bits, "nearest")
-    assert cg.ActQuant(bits).alpha_rule == "nearest"
+    # ceil keeps the published (nearest-rounding) α: results made before the rounding field stay identical
+    assert cg.ActQuant(bits, rounding="ceil").alpha == cg.optimal_alpha(bits, "nearest")
+    assert cg.ActQuant(bits, rounding="ceil").alpha_rule == "nearest"
     assert cg.ActQuant(bits, rounding="ceil", alpha_rule="matched").alpha == cg.optimal_alpha(bits, "ceil")
     for rounding in ("nearest", "floor"):
         assert cg.ActQuant(bits, rounding=rounding).alpha == cg.optimal_alpha(bits, rounding)
