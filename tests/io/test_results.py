@@ -136,6 +136,22 @@ def test_fresh_synthetic_row_round_trips(tmp_path):
     assert [r.to_dict() for r in back] == [raw, raw]
 
 
+def test_rows_and_trial_records_without_rounding_read_as_ceil(tmp_path):
+    """Rows and sweep results written before the rounding field ran ceil and read so; new ones carry it."""
+    raw = _tiny_synthetic_row()
+    assert raw["config"]["model"]["rounding"] == "nearest"  # new rows always write it (the default)
+    old = json.loads(json.dumps(raw))
+    del old["config"]["model"]["rounding"]
+    (tmp_path / "results.json").write_text(json.dumps([old, raw]))
+    back = read_rows(tmp_path / "results.json")
+    assert [r.config["model"]["rounding"] for r in back] == ["ceil", "nearest"]
+    assert back[0].to_dict() == {**raw, "config": {**raw["config"], "model": {**raw["config"]["model"], "rounding": "ceil"}}}
+    trial = {"id": "a", "params": {}, "seed": 0, "config": {"data": {}, "model": {}, "train": {}}, "run": "x"}
+    assert TrialRecord.from_dict(trial).config["model"] == {"rounding": "ceil"}
+    trial["config"]["model"] = {"rounding": "floor", "bits": 1}
+    assert TrialRecord.from_dict(trial).config["model"] == {"rounding": "floor", "bits": 1}
+
+
 @pytest.mark.parametrize("change,match", [
     (lambda d: d.update(surprise=1), "surprise"),
     (lambda d: d.update(schema_version=2), "schema_version"),

@@ -160,3 +160,13 @@ def test_nearest_reproduces_the_published_values(bits):
 def test_ceil_one_bit_optimum_is_the_half_gaussian_mean():
     # σ = α·1{x > 0}: E[(x − α)²] is minimal at α = E[x] = √(2/π)
     assert cg.optimal_alpha(1, "ceil") == pytest.approx(math.sqrt(2 / math.pi), abs=1e-6)
+
+
+def test_from_dict_reads_a_spec_without_rounding_as_ceil():
+    """A dict saved before the rounding field existed is the ceil it was; to_dict always writes it."""
+    q = cg.ActQuant(1, 0.5, "relu")
+    assert q.rounding == "nearest" and q.to_dict()["rounding"] == "nearest"
+    assert cg.ActQuant.from_dict(q.to_dict()) == q
+    old = {"bits": 1, "alpha": 0.5, "ste": "relu"}
+    assert cg.ActQuant.from_dict(old) == cg.ActQuant(1, 0.5, "relu", "ceil")
+    assert cg.ActQuant.from_dict({"bits": 1, "ste": "relu"}).alpha == cg.optimal_alpha(1)  # ceil keeps the published α
