@@ -4,8 +4,8 @@ Implements Long, Yin & Xin, "Learning Quantized Neural Nets by Coarse Gradient M
 for Non-linear Classification" (arXiv 2011.11256). Public API::
 
     import coarsegrad as cg
-    q = cg.ActQuant(bits=2, alpha=None, ste="clipped_relu", rounding="ceil")  # the spec
-    cg.staircase(x, q)                    # σ(x) = α·c(x); ceil: α·clip(⌈x/α⌉, 0, 2^b − 1)
+    q = cg.ActQuant(bits=2, alpha=None, ste="clipped_relu", rounding="nearest")  # the spec (default rounding)
+    cg.staircase(x, q)                    # σ(x) = α·c(x); nearest: α·clip(round(x/α), 0, 2^b − 1)
     cg.optimal_alpha(bits, "nearest")     # MSE-optimal step for a half-Gaussian input
     cg.get_ste("clipped_relu")            # identity | relu | clipped_relu | log_tailed_relu
     cg.quantized_relu(x, q), cg.QuantReLU(q), cg.quantize_model(model, q)

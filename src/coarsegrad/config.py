@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from coarsegrad import validate as v
 from coarsegrad.errors import ConfigError
@@ -25,7 +25,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 from coarsegrad.quant.spec import ActQuant
-from coarsegrad.quant.staircase import ROUNDING_OFFSET, check_alpha_range, check_bits, check_rounding
+from coarsegrad.quant.staircase import (
+    DEFAULT_ROUNDING,
+    LEGACY_ROUNDING,
+    ROUNDING_OFFSET,
+    check_alpha_range,
+    check_bits,
+    check_rounding,
+)
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
@@ -34,6 +41,9 @@ ACTS = ("quant", "float")
 SYNTHETIC_KINDS = ("pairs", "iid", "sphere", "clusters", "orthant")
 """Data models of :func:`coarsegrad.data.synthetic.synthetic_data`."""
 CHOICES = {"data": DATASETS, "model": MODELS, "ste": tuple(BUILTIN_STES), "rounding": tuple(ROUNDING_OFFSET)}
+NOTES = {"rounding": "nearest: first threshold α/2, the paper's claim holds at every bit width; "
+                     "ceil: the authors' code, first threshold 0, fails at 1 bit"}
+"""A few words after a flag's choices, where its default needs a reason."""
 
 
 @dataclass
@@ -83,8 +93,11 @@ class DataConfig:
 class ModelConfig:
     """Which network. The activation is ``act_quant()``: bits, alpha, ste and rounding
     (``alpha`` None resolves as :class:`~coarsegrad.quant.spec.ActQuant` does for this
-    rounding: for ceil, ``optimal_alpha(bits)``). ``act="float"``: the float baseline,
-    plain ReLU in place of every quantized activation (bits, alpha, ste, rounding unused)."""
+    rounding: ``optimal_alpha(bits)``, the published α, for nearest and ceil). The default
+    rounding is ``nearest`` (``ceil``, the authors' code, fails at 1 bit; see
+    docs/synthetic.md); a saved model table without ``rounding`` is ceil
+    (:func:`saved_model_fields`). ``act="float"``: the float baseline, plain ReLU in place
+    of every quantized activation (bits, alpha, ste, rounding unused)."""
 
     model: str = "two_layer"
     units_per_class: int = 20
@@ -95,7 +108,7 @@ class ModelConfig:
     bits: int = 2
     alpha: float | None = None
     ste: str = "clipped_relu"
-    rounding: str = "ceil"
+    rounding: str = DEFAULT_ROUNDING
     act: Literal["quant", "float"] = "quant"
 
     def __post_init__(self) -> None:
@@ -115,6 +128,14 @@ class ModelConfig:
     def act_quant(self) -> ActQuant:
         """The activation spec of these fields (α resolved for ``alpha=None``)."""
         return ActQuant(self.bits, self.alpha, self.ste, self.rounding)  # type: ignore[arg-type]
+
+
+def saved_model_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A :class:`ModelConfig` table (or a saved quant spec) read back from a file: run
+    config, checkpoint header, sweep result, results row. One without ``rounding`` was
+    written before the field existed, when every run was ``ceil``, so it reads as ceil,
+    never as today's default; one with it is returned as is (a copy)."""
+    return {"rounding": LEGACY_ROUNDING, **fields}
 
 
 def _parse_optional(kind: type) -> Any:
@@ -146,8 +167,9 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str,
             group.add_argument(flag, dest=f.name, type=_parse_optional(inner), default=None,
                                help=f"{inner.__name__} or none (default: {default})")
         elif f.name in CHOICES:
+            note = f"; {NOTES[f.name]}" if f.name in NOTES else ""
             group.add_argument(flag, dest=f.name, type=kind, default=None, metavar="|".join(CHOICES[f.name]),
-                               help=f"one of {', '.join(CHOICES[f.name])} (default: {default})")
+                               help=f"one of {', '.join(CHOICES[f.name])} (default: {default}{note})")
         else:
             group.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default: {default})")
 

@@ -5,12 +5,14 @@ import torch
 from coarsegrad.bench.synthetic import format_synthetic, plain_loop, synthetic_step_bench
 from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.models.networks import TwoLayerNet
+from coarsegrad.quant.spec import ActQuant
 from coarsegrad.training.loop import TrainConfig, train
 
 
 def test_plain_loop_matches_coarse_gradient_descent(gen):
     X, y = orthogonal_subspaces(3, 12, 3, 20, generator=gen)
-    model = TwoLayerNet(12, 3, 10, bits=2, generator=torch.Generator().manual_seed(5))
+    model = TwoLayerNet(12, 3, 10, generator=torch.Generator().manual_seed(5),
+                        quant=ActQuant(2, rounding="ceil"))  # the plain loop's ⌈h/α⌉
     start = model.W.detach().clone()
     W = plain_loop(X, y, start, model.V, 2, float(model.act.alpha), 0.5, 25)
     train(model, X, y, TrainConfig(lr=0.5, steps=25, stop_at_perfect=False))

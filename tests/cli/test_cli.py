@@ -69,7 +69,7 @@ def test_bad_preset_file(tmp_path, capsys):
 
 
 def test_divergence_exits_1(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "train", "--model", "mlp", "--ste", "identity", "--lr", "1e38",
+    code, _, err = run_cli(capsys, "train", "--model", "mlp", "--ste", "identity", "--lr", "1e38", "--rounding", "ceil",
                            "--steps", "30", "--out", str(tmp_path / "r"), "--quiet", "--no-stop-at-perfect")
     assert code == 1 and "non-finite loss" in err and "step" in err
 

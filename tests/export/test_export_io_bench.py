@@ -44,6 +44,17 @@ def _rewrite(src, dst, tensors=None, meta=None):
     return dst
 
 
+def test_an_integer_file_without_rounding_loads_as_ceil(tmp_path, gen):
+    """Files written before the field: ceil, as they were; new files always carry it."""
+    model = bn_mlp(10, 12, 3, 1, gen, "ceil")
+    save_integer(tmp_path / "m.int", to_integer(model))
+    assert json.loads(tensorfile.load(tmp_path / "m.int")[1][INTEGER_KEY])["rounding"] == "ceil"
+    old, _ = load_integer(_rewrite(tmp_path / "m.int", tmp_path / "old.int", meta=lambda h: h.pop("rounding")))
+    assert old.rounding == old.quant.rounding == "ceil"
+    x = torch.randn(64, 10, generator=gen).numpy()
+    assert np.array_equal(old.codes(x), to_integer(model).codes(x))
+
+
 @pytest.mark.parametrize("tensors,meta,match", [
     (lambda t: t.pop("b2"), None, "are not"),
     (lambda t: t.__setitem__("w1", t["w1"].float()), None, "int8"),

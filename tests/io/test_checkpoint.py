@@ -195,3 +195,44 @@ def test_loads_the_model_file_of_a_training_run(tmp_path):
     again, header2 = load_checkpoint(tmp_path / "c.safetensors")
     assert header2["run_config"] == header["run_config"]
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=False))
+
+
+# ---------------------------------------------------------------- rounding: default and old files
+
+def _strip_rounding(path, out, drop_quant=False):
+    """``path`` as a file written before the rounding field: no ``rounding`` in the header's
+    model (nor in ``quant``, or no ``quant`` at all), signed again as the old writer did."""
+    from coarsegrad.io.checkpoint import _digest
+
+    tensors, meta = tensorfile.load(path)
+    header = json.loads(meta[HEADER_KEY])
+    del header["model"]["rounding"]
+    if drop_quant:
+        del header["quant"]
+    else:
+        del header["quant"]["rounding"]
+    header.pop("sha256")
+    header["sha256"] = _digest(header, tensors)
+    tensorfile.save(out, tensors, {HEADER_KEY: json.dumps(header)})
+    return out
+
+
+def test_new_checkpoints_always_write_the_rounding(tmp_path):
+    cfg = ModelConfig(model="two_layer", units_per_class=3, bits=1)
+    assert cfg.rounding == "nearest"  # the default
+    save_checkpoint(tmp_path / "m", _model(cfg), config=cfg)
+    header = json.loads(tensorfile.load(tmp_path / "m")[1][HEADER_KEY])
+    assert header["model"]["rounding"] == header["quant"]["rounding"] == "nearest"
+
+
+@pytest.mark.parametrize("drop_quant", [False, True])
+def test_a_checkpoint_without_rounding_loads_as_ceil(tmp_path, drop_quant):
+    cfg = ModelConfig(model="two_layer", units_per_class=3, bits=1, rounding="ceil")
+    model = _model(cfg)
+    save_checkpoint(tmp_path / "m", model, config=cfg)
+    old = _strip_rounding(tmp_path / "m", tmp_path / "old.safetensors", drop_quant)
+    loaded, header = load_checkpoint(old)
+    assert "rounding" not in header["model"] and loaded.act.quant.rounding == "ceil"
+    assert loaded.act.quant == model.act.quant
+    x = torch.randn(64, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded(x), model(x))

@@ -111,3 +111,19 @@ def test_plain_relus_left_in_float_are_recorded(tmp_path):
     wrong = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
     with pytest.raises(DataError, match="not ReLU"):
         cg.load_quantized_state(wrong, tmp_path / "q.safetensors")
+
+
+def test_a_file_whose_specs_have_no_rounding_loads_as_ceil(tmp_path):
+    """Quantized-state files written before the rounding field: ceil, as they were."""
+    model = cg.quantize_model(net(1), cg.ActQuant(1, alpha=0.25, ste="relu", rounding="ceil"))
+    path = tmp_path / "q.safetensors"
+    header = cg.save_quantized_state(path, model)
+    assert header["quant"]["1"]["rounding"] == "ceil"  # new files always write it
+    tensors, meta = tensorfile.load(path)
+    old = json.loads(meta[QUANT_KEY])
+    del old["quant"]["1"]["rounding"]
+    tensorfile.save(path, tensors, {QUANT_KEY: json.dumps(old)})
+    loaded = cg.load_quantized_state(net(2), path)
+    assert loaded[1].quant.rounding == "ceil" and loaded[1].quant == model[1].quant
+    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model(x), loaded(x))

@@ -115,8 +115,10 @@ def test_committed_reproduce_rows_read_as_typed_rows(name, types):
     assert {type(r) for r in rows} == types and len(rows) == len(raw)
     for row, old in zip(rows, raw, strict=True):  # rows written before schema_version read as version 1; every key kept
         assert row.schema_version == old.get("schema_version", 1) == 1
-        assert {k: v for k, v in row.to_dict().items() if k != "schema_version"} == {
-            k: v for k, v in old.items() if k != "schema_version"}
+        expected = {k: v for k, v in old.items() if k != "schema_version"}
+        if "rounding" not in old["config"]["model"]:  # written before the field: read as the ceil they ran
+            expected["config"] = {**old["config"], "model": {**old["config"]["model"], "rounding": "ceil"}}
+        assert {k: v for k, v in row.to_dict().items() if k != "schema_version"} == expected
 
 
 def _tiny_synthetic_row():
@@ -132,6 +134,22 @@ def test_fresh_synthetic_row_round_trips(tmp_path):
     write_rows(tmp_path / "results.json", [raw, SyntheticTrialRow.from_dict(raw)])
     back = read_rows(tmp_path / "results.json", SyntheticTrialRow)
     assert [r.to_dict() for r in back] == [raw, raw]
+
+
+def test_rows_and_trial_records_without_rounding_read_as_ceil(tmp_path):
+    """Rows and sweep results written before the rounding field ran ceil and read so; new ones carry it."""
+    raw = _tiny_synthetic_row()
+    assert raw["config"]["model"]["rounding"] == "nearest"  # new rows always write it (the default)
+    old = json.loads(json.dumps(raw))
+    del old["config"]["model"]["rounding"]
+    (tmp_path / "results.json").write_text(json.dumps([old, raw]))
+    back = read_rows(tmp_path / "results.json")
+    assert [r.config["model"]["rounding"] for r in back] == ["ceil", "nearest"]
+    assert back[0].to_dict() == {**raw, "config": {**raw["config"], "model": {**raw["config"]["model"], "rounding": "ceil"}}}
+    trial = {"id": "a", "params": {}, "seed": 0, "config": {"data": {}, "model": {}, "train": {}}, "run": "x"}
+    assert TrialRecord.from_dict(trial).config["model"] == {"rounding": "ceil"}
+    trial["config"]["model"] = {"rounding": "floor", "bits": 1}
+    assert TrialRecord.from_dict(trial).config["model"] == {"rounding": "floor", "bits": 1}
 
 
 @pytest.mark.parametrize("change,match", [

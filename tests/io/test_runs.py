@@ -53,3 +53,23 @@ def test_load_run_refuses_incomplete_or_inconsistent_runs(tmp_path):
         cg.load_run(out)
     with pytest.raises(DataError, match="model.safetensors is missing"):
         cg.load_run(tmp_path)
+
+
+def test_a_run_written_before_the_rounding_field_loads_as_ceil(tmp_path):
+    """config.json and the model file's config without ``rounding`` (older runs): ceil, as they ran."""
+    from coarsegrad.training.run import load_run_config
+
+    out = tmp_path / "run"
+    cfg = ModelConfig(model="two_layer", units_per_class=2, bits=1, rounding="ceil")
+    run_training(DATA, cfg, TrainConfig(steps=2, batch_size=8, seed=4), out, progress=False)
+    trained, _ = cg.load_run(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"].pop("rounding") == "ceil"  # new runs always write it
+    (out / "config.json").write_text(json.dumps(config))
+    tensors, _ = tensorfile.load(out / "model.safetensors")
+    tensorfile.save(out / "model.safetensors", tensors, {"config": json.dumps(config, sort_keys=True)})
+    model, loaded = cg.load_run(out)
+    assert loaded["model"]["rounding"] == "ceil" and model.act.quant == trained.act.quant == cfg.act_quant()
+    assert load_run_config(out)[1].act_quant() == cfg.act_quant()  # what --resume reads
+    x = torch.randn(5, 784, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model(x), trained(x))

@@ -13,7 +13,8 @@ def paper_formula(net, X, y):
     W = net.W.detach().double().numpy()
     Xn, yn = X.double().numpy(), y.numpy()
     H = Xn @ W.T
-    S = act.alpha * np.clip(np.ceil(H / act.alpha), 0, 2**act.bits - 1)
+    offset = {"ceil": 0.0, "nearest": 0.5, "floor": 1.0}[act.quant.rounding]  # t_j = (j + o)·α
+    S = act.alpha * np.clip(np.ceil(H / act.alpha - offset), 0, 2**act.bits - 1)
     K, m = net.num_classes, net.units_per_class
     logits = np.stack([S[:, k * m:(k + 1) * m].sum(1) for k in range(K)], 1)
     P = np.exp(logits - logits.max(1, keepdims=True))
@@ -27,11 +28,12 @@ def paper_formula(net, X, y):
     return grad
 
 
-def spread_problem(ste, bits, second_layer, seed=0):
+def spread_problem(ste, bits, second_layer, seed=0, rounding="nearest"):
     """Weights large enough that pre-activations cover (−q, 3q), so the STEs differ."""
     X, y = cg.orthogonal_subspaces(3, 15, 4, 40, generator=torch.Generator().manual_seed(seed))
-    net = cg.TwoLayerNet(15, 3, 6, bits=bits, ste=ste, second_layer=second_layer, init_scale=3.0 * bits,
-                         generator=torch.Generator().manual_seed(seed + 1))
+    net = cg.TwoLayerNet(15, 3, 6, second_layer=second_layer, init_scale=3.0 * bits,
+                         generator=torch.Generator().manual_seed(seed + 1),
+                         quant=cg.ActQuant(bits, None, ste, rounding))
     if second_layer == "trained":
         with torch.no_grad():
             net.V.add_(0.3 * torch.randn(net.V.shape, generator=torch.Generator().manual_seed(9)))
@@ -55,10 +57,11 @@ def test_autograd_equals_closed_form(ste, bits, second_layer):
         assert set(closed) == {"W"}
 
 
+@pytest.mark.parametrize("rounding", ["ceil", "nearest"])
 @pytest.mark.parametrize("ste", list(cg.BUILTIN_STES))
 @pytest.mark.parametrize("bits", [1, 2, 4])
-def test_closed_form_equals_paper_formula(ste, bits):
-    X, y, net = spread_problem(ste, bits, "fixed", seed=4)
+def test_closed_form_equals_paper_formula(ste, bits, rounding):
+    X, y, net = spread_problem(ste, bits, "fixed", seed=4, rounding=rounding)
     np.testing.assert_allclose(cg.coarse_gradient(net, X, y)["W"].numpy(), paper_formula(net, X, y),
                                atol=1e-12, rtol=0)
 

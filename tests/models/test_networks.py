@@ -6,7 +6,7 @@ import coarsegrad as cg
 
 
 def test_two_layer_net_computes_v_sigma_wx(gen):
-    net = cg.TwoLayerNet(6, 3, 4, bits=2, alpha=0.5, init_scale=5.0, generator=gen)
+    net = cg.TwoLayerNet(6, 3, 4, init_scale=5.0, generator=gen, quant=cg.ActQuant(2, 0.5, rounding="ceil"))
     x = torch.randn(10, 6, generator=gen)
     W = net.W.detach().numpy().astype(np.float64)
     h = x.numpy().astype(np.float64) @ W.T

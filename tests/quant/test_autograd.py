@@ -36,7 +36,7 @@ def test_alpha_none_uses_optimal():
 
 def test_two_layers_keep_their_own_settings():
     """Layers with different bits/STEs each use their own settings in forward and backward."""
-    first, second = cg.QuantReLU(1, 1.0, "relu"), cg.QuantReLU(4, 0.25, "clipped_relu")
+    first, second = cg.QuantReLU(1, 1.0, "relu", "ceil"), cg.QuantReLU(4, 0.25, "clipped_relu", "ceil")
     x = torch.tensor([-0.5, 0.3, 2.0, 5.0], requires_grad=True)
     h = first(x) * 3.0  # levels {0, 3}
     z = second(h - 1.0)  # 4 bits, q = 3.75

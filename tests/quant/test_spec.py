@@ -44,9 +44,12 @@ def test_frozen_and_resolved():
 
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_default_alpha_rules(bits):
-    # ceil keeps the published (nearest-rounding) α: results made before the rounding field stay identical
+    # the default is nearest with its matched α, the published one
+    assert cg.ActQuant(bits).rounding == "nearest" and cg.ActQuant(bits).alpha_rule == "matched"
     assert cg.ActQuant(bits).alpha == cg.optimal_alpha(bits) == cg.optimal_alpha(bits, "nearest")
-    assert cg.ActQuant(bits).alpha_rule == "nearest"
+    # ceil keeps the published (nearest-rounding) α: results made before the rounding field stay identical
+    assert cg.ActQuant(bits, rounding="ceil").alpha == cg.optimal_alpha(bits, "nearest")
+    assert cg.ActQuant(bits, rounding="ceil").alpha_rule == "nearest"
     assert cg.ActQuant(bits, rounding="ceil", alpha_rule="matched").alpha == cg.optimal_alpha(bits, "ceil")
     for rounding in ("nearest", "floor"):
         assert cg.ActQuant(bits, rounding=rounding).alpha == cg.optimal_alpha(bits, rounding)
@@ -157,3 +160,13 @@ def test_nearest_reproduces_the_published_values(bits):
 def test_ceil_one_bit_optimum_is_the_half_gaussian_mean():
     # σ = α·1{x > 0}: E[(x − α)²] is minimal at α = E[x] = √(2/π)
     assert cg.optimal_alpha(1, "ceil") == pytest.approx(math.sqrt(2 / math.pi), abs=1e-6)
+
+
+def test_from_dict_reads_a_spec_without_rounding_as_ceil():
+    """A dict saved before the rounding field existed is the ceil it was; to_dict always writes it."""
+    q = cg.ActQuant(1, 0.5, "relu")
+    assert q.rounding == "nearest" and q.to_dict()["rounding"] == "nearest"
+    assert cg.ActQuant.from_dict(q.to_dict()) == q
+    old = {"bits": 1, "alpha": 0.5, "ste": "relu"}
+    assert cg.ActQuant.from_dict(old) == cg.ActQuant(1, 0.5, "relu", "ceil")
+    assert cg.ActQuant.from_dict({"bits": 1, "ste": "relu"}).alpha == cg.optimal_alpha(1)  # ceil keeps the published α

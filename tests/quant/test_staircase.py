@@ -21,12 +21,12 @@ def test_exact_at_every_level(bits, alpha, dtype):
     levels = 2**bits - 1
     k = torch.arange(levels + 1, dtype=dtype)
     x = k * alpha  # the float numbers fl(k·α) in this dtype
-    assert torch.equal(cg.staircase(x, bits, alpha), x)
-    assert torch.equal(cg.staircase_codes(x, bits, alpha), k)
+    assert torch.equal(cg.staircase(x, bits, alpha, "ceil"), x)
+    assert torch.equal(cg.staircase_codes(x, bits, alpha, "ceil"), k)
     # just above a level jumps to the next one; the top level saturates
     above = torch.nextafter(x, torch.full_like(x, math.inf))
     expected = torch.clamp(k + 1, max=levels) * alpha
-    assert torch.equal(cg.staircase(above, bits, alpha), expected.to(dtype))
+    assert torch.equal(cg.staircase(above, bits, alpha, "ceil"), expected.to(dtype))
 
 
 def test_naive_ceil_is_not_exact_but_ours_is():
@@ -41,13 +41,13 @@ def test_matches_numpy_away_from_boundaries(bits, gen):
     x = torch.randn(20000, dtype=torch.float64, generator=gen) * 3
     frac = (x / alpha) - torch.floor(x / alpha)
     x = x[(frac > 1e-6) & (frac < 1 - 1e-6)]
-    np.testing.assert_array_equal(cg.staircase(x, bits, alpha).numpy(), numpy_staircase(x.numpy(), bits, alpha))
+    np.testing.assert_array_equal(cg.staircase(x, bits, alpha, "ceil").numpy(), numpy_staircase(x.numpy(), bits, alpha))
 
 
 def test_zero_negative_and_saturation():
     x = torch.tensor([-5.0, -1e-30, 0.0, 1e-30, 100.0])
-    assert cg.staircase(x, 2, 0.5).tolist() == [0.0, 0.0, 0.0, 0.5, 1.5]
-    assert cg.staircase(x, 1, 1.0).tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert cg.staircase(x, 2, 0.5, "ceil").tolist() == [0.0, 0.0, 0.0, 0.5, 1.5]
+    assert cg.staircase(x, 1, 1.0, "ceil").tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("bad", [0, 9, 2.5, True, "2", None])

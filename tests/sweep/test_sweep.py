@@ -126,3 +126,23 @@ def test_sweep_cli(tmp_path, capsys):
         assert main(["sweep", *argv, "--out", str(tmp_path / "o2")]) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], (argv, err)
+
+
+def test_results_of_a_sweep_from_before_the_rounding_field_are_ceil(tmp_path):
+    """Every trial config records its rounding; an old result (none recorded) ran ceil, so re-running
+    its spec into its folder is refused under the nearest default and resumes under rounding = "ceil"."""
+    from coarsegrad.sweep.runner import pending_trials
+
+    old_spec = {"seeds": 1, "model": {"bits": 1}, "train": {"steps": 5}, "axes": {"ste": ["relu"]}}
+    spec = parse_spec(old_spec)
+    trial = spec.trials()[0]
+    assert trial.config["model"]["rounding"] == "nearest"
+    old_config = json.loads(json.dumps(trial.config))
+    del old_config["model"]["rounding"]
+    append_record(tmp_path / "trials.jsonl", {"id": trial.id, "params": trial.params, "seed": trial.seed,
+                                              "config": old_config, "run": "x", "status": "ok"})
+    with pytest.raises(ConfigError, match="another config"):
+        pending_trials(spec, tmp_path)
+    assert pending_trials(parse_spec({**old_spec, "model": {"bits": 1, "rounding": "ceil"}}), tmp_path) == ([], 1)
+    axis = parse_spec({**old_spec, "axes": {"rounding": ["ceil", "nearest"]}}).trials()
+    assert [t.config["model"]["rounding"] for t in axis] == ["ceil", "nearest"]

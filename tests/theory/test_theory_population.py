@@ -135,8 +135,8 @@ def test_sample_function_equals_library_autograd_at_thresholds():
         loss, grad = sample_loss_and_coarse_grad(Z, v, w, t, ste)
         for i in range(len(pre)):
             wt = torch.tensor(w, requires_grad=True)
-            y = quantized_relu(Z[i] @ wt, bits, alpha, ste) @ torch.tensor(v)
-            ystar = quantized_relu(Z[i] @ torch.tensor(t.w_star), bits, alpha, ste) @ torch.tensor(vs)
+            y = quantized_relu(Z[i] @ wt, bits, alpha, ste, "ceil") @ torch.tensor(v)  # the theory's ceil
+            ystar = quantized_relu(Z[i] @ torch.tensor(t.w_star), bits, alpha, ste, "ceil") @ torch.tensor(vs)
             ell = 0.5 * (y - ystar) ** 2
             ell.backward()
             assert float(loss[i]) == pytest.approx(float(ell.detach()), abs=1e-14)

@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 
 import coarsegrad as cg
-from coarsegrad.errors import ConfigError, DataError
+from coarsegrad.errors import ConfigError, DataError, TrainingDiverged
 from coarsegrad.io import tensorfile
 from coarsegrad.training.state import META_KEY, load_train_state, save_train_state
 from fuzzing import byte_mutation, identical_or_data_error, json_edit
@@ -67,10 +67,10 @@ def test_crafted_metadata_loads_only_if_every_field_fits(meta):
         state = load_train_state(path)
     except DataError:
         return
-    # it passed the schema: resuming either works or is refused as another config
+    # it passed the schema: resuming works, is refused as another config, or diverges (a crafted lr)
     try:
         cg.train(_net(), X, Y, CONFIG, resume=state)
-    except ConfigError:
+    except (ConfigError, TrainingDiverged):
         pass
 
 

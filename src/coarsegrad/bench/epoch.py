@@ -151,7 +151,8 @@ def _ours(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: int, *,
           full_batch: bool = False) -> Callable[[], float]:
     """A closure running one epoch (or one full-batch step) of coarsegrad.training.loop; returns seconds."""
     gen = torch.Generator().manual_seed(config.seed)
-    model = MLP(X.shape[1], hidden, config.classes, config.bits, ste="clipped_relu", generator=gen)
+    quant = ActQuant(config.bits, ste="clipped_relu", rounding="ceil")  # the baselines' ⌈x/α⌉ staircase
+    model = MLP(X.shape[1], hidden, config.classes, generator=gen, quant=quant)
     if full_batch:
         cfg = TrainConfig(optimizer="momentum", lr=config.lr, steps=1, stop_at_perfect=False, fast=fast)
     else:

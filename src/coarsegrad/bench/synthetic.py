@@ -57,7 +57,8 @@ def plain_loop(X: torch.Tensor, y: torch.Tensor, W0: torch.Tensor, V: torch.Tens
 def synthetic_step_bench(steps: int = 1000, repeats: int = 5, threads: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """Per-step seconds of ``ours`` and ``plain`` and their ratio, per thread count."""
     preset = load_preset("synthetic")
-    data, model_cfg = DataConfig(**preset["data"]), ModelConfig(**preset["model"])
+    data = DataConfig(**preset["data"])
+    model_cfg = ModelConfig(**{**preset["model"], "rounding": "ceil"})  # the plain loop's ⌈h/α⌉
     config = dataclasses.replace(TrainConfig(**preset["train"]), steps=steps, stop_at_perfect=False)
     run_data = build_data(data, config.seed)
     X, y = run_data.x_train, run_data.y_train

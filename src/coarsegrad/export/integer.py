@@ -40,6 +40,7 @@ from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.models.networks import MLP, TwoLayerNet
 from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.spec import ActQuant
+from coarsegrad.quant.staircase import DEFAULT_ROUNDING
 
 INT8_MAX = 127
 UINT8_MAX = 255
@@ -76,7 +77,7 @@ class IntegerModel:
     input_step: float | None = None
     input_zero: int | None = None
     source: str = ""
-    rounding: str = "ceil"
+    rounding: str = DEFAULT_ROUNDING
 
     def __post_init__(self) -> None:
         _ = self.quant  # validates bits, alpha and rounding

@@ -2,7 +2,8 @@
 
 Tensors ``w1`` (float32 or int8), ``b1``, ``w2``, ``b2`` and, for int8, ``w1_scale``;
 metadata key ``coarsegrad.integer`` holds JSON {format, version, bits, alpha, weights,
-input_lo, input_step, input_zero, source, header}: ``header`` is the source checkpoint's header
+input_lo, input_step, input_zero, source, rounding, header} (a file without ``rounding``
+predates the field and loads as ``ceil``): ``header`` is the source checkpoint's header
 (architecture, normalisation, run config, …) without its tensor list. Loading checks
 every field and rebuilds the model through :class:`IntegerModel`'s own validation.
 """
@@ -20,6 +21,7 @@ import torch
 from coarsegrad.errors import DataError, InputError
 from coarsegrad.export.integer import IntegerModel
 from coarsegrad.io import tensorfile
+from coarsegrad.quant.staircase import LEGACY_ROUNDING
 
 INTEGER_KEY = "coarsegrad.integer"
 VERSION = 1
@@ -78,7 +80,7 @@ def load_integer(path: str | Path) -> tuple[IntegerModel, dict[str, Any]]:
             input_lo=None if meta.get("input_lo") is None else float(meta["input_lo"]),
             input_step=None if meta.get("input_step") is None else float(meta["input_step"]),
             input_zero=None if meta.get("input_zero") is None else int(meta["input_zero"]),
-            source=str(meta.get("source", "")), rounding=str(meta.get("rounding", "ceil")))
+            source=str(meta.get("source", "")), rounding=str(meta.get("rounding", LEGACY_ROUNDING)))
     except InputError as exc:
         raise DataError(source, f"integer model is invalid ({exc})") from None
     except (LookupError, TypeError, ValueError, ArithmeticError) as exc:

@@ -15,7 +15,9 @@ any model is built. Models made by ``quantize_model`` are saved with
 :mod:`coarsegrad.io.quantized` instead.
 
 ``load_checkpoint`` also reads the ``model.safetensors`` of a ``coarsegrad train`` run
-directory (metadata key ``config``: the resolved run config).
+directory (metadata key ``config``: the resolved run config). A header or run config
+without ``rounding`` was written before the field existed and loads as ``ceil``
+(:func:`coarsegrad.config.saved_model_fields`); new files always carry it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from coarsegrad.config import ModelConfig
+from coarsegrad.config import ModelConfig, saved_model_fields
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.io import tensorfile
 from coarsegrad.io.checkpoint_header import (
@@ -156,7 +158,7 @@ def save_checkpoint(
 
 def _build(fields: Mapping[str, Any], in_features: int, num_classes: int,
            sizes: Mapping[str, Any] | None = None) -> nn.Module:
-    config = ModelConfig(**fields)
+    config = ModelConfig(**saved_model_fields(fields))  # a file before the rounding field: ceil
     if config.model == "lenet5" and sizes is not None:
         c1, c2 = sizes["channels"]
         return LeNet5(num_classes, channels=(c1, c2), hidden=sizes["hidden"],
@@ -178,7 +180,7 @@ def _check_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str, tor
 def _header_from_run(metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], source: str) -> dict[str, Any]:
     try:
         run_config = json.loads(metadata["config"])
-        fields = dict(run_config["model"])
+        fields = saved_model_fields(run_config["model"])
         arch = fields["model"]
         if arch not in SIZE_TENSORS:
             raise DataError(source, f"checkpoints support {' and '.join(SIZE_TENSORS)} models, not {arch!r}")
@@ -219,13 +221,13 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise DataError(source, "not a coarsegrad checkpoint (no header in the safetensors metadata)")
     check_header(header, tensors, source)
     try:
-        fields = dict(header["model"])
+        fields = saved_model_fields(header["model"])
         in_features, num_classes = int(header["in_features"]), int(header["num_classes"])
         consistent = fields.get("model") == header["architecture"] and all(
             header[k] == fields.get(k) for k in ("bits", "alpha", "ste"))
         model = _build(fields, in_features, num_classes, header.get("sizes"))
         if "quant" in header:  # the spec saved whole (files before it carry bits/alpha/ste only)
-            consistent = consistent and header["quant"] == _quant_fields(_act(model).quant)
+            consistent = consistent and saved_model_fields(header["quant"]) == _quant_fields(_act(model).quant)
     except (LookupError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:  # ConfigError is a ValueError
         raise DataError(source, f"checkpoint header does not describe a model ({exc!r})") from None
     if not consistent:

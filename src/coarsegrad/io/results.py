@@ -9,7 +9,9 @@
 Every record carries ``schema_version``. JSON keys are the field names, as in the records
 written before the field existed; a record without ``schema_version`` is read as version 1
 (the committed records), any other unknown version, a missing or unknown key or a wrong type is a
-:class:`DataError` naming the file (or ``record``) and the field.
+:class:`DataError` naming the file (or ``record``) and the field. The ``config.model`` table of
+a :class:`TrialRecord` or a trial row written before the ``rounding`` field existed reads with
+``rounding = "ceil"``, what those runs used (:func:`coarsegrad.config.saved_model_fields`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
+from coarsegrad.config import saved_model_fields
 from coarsegrad.errors import DataError
 from coarsegrad.io.records import atomic_write_json
 
@@ -52,6 +55,8 @@ def _fits(value: object, kind: Any) -> bool:
 @dataclass
 class _Record:
     """Base: ``to_dict``/``from_dict`` with schema checks (subclasses are plain dataclasses)."""
+
+    _model_config = False  # True: ``config`` is a run config whose ``model`` table may predate ``rounding``
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,6 +89,9 @@ class _Record:
             elif not _fits(value, nested):
                 raise DataError(source, f"{cls.__name__} field {f.name!r} has {value!r}, not {nested}")
             values[f.name] = value
+        config = values.get("config")
+        if cls._model_config and isinstance(config, dict) and isinstance(config.get("model"), dict):
+            values["config"] = {**config, "model": saved_model_fields(config["model"])}  # no rounding: ceil
         return cls(**values)
 
 
@@ -128,6 +136,8 @@ class TrialMetrics(_Record):
 @dataclass
 class TrialRecord(_Record):
     """One line of ``trials.jsonl`` (see :mod:`coarsegrad.sweep.trial`)."""
+
+    _model_config = True
 
     id: str
     params: dict[str, Any]
@@ -206,6 +216,8 @@ def read_record(path: str | Path, cls: type[R]) -> R:
 @dataclass
 class _TrialRow(_Record):
     """The fields every reproduce row starts with: which experiment, data, network and seed."""
+
+    _model_config = True
 
     experiment: str
     dataset: str

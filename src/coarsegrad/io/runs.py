@@ -6,7 +6,8 @@ A run directory holds ``model.safetensors`` (weights, with the resolved config i
 metadata) and ``config.json`` (the same config). The model is rebuilt by
 :func:`~coarsegrad.io.checkpoint.load_checkpoint` (every check of a checkpoint applies:
 sizes validated against the tensors before building, names/shapes/dtypes exact), for
-any of ``two_layer``, ``mlp`` and ``lenet5``; the two configs must agree.
+any of ``two_layer``, ``mlp`` and ``lenet5``; the two configs must agree. A run written
+before the ``rounding`` field existed is ceil: the returned config says so.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from coarsegrad.config import saved_model_fields
 from coarsegrad.errors import DataError
 from coarsegrad.io.checkpoint import load_checkpoint
 
@@ -36,4 +38,4 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     model, header = load_checkpoint(model_file)
     if header.get("run_config") != config:
         raise DataError(str(run_dir), "config.json differs from the config saved with model.safetensors")
-    return model, config
+    return model, {**config, "model": saved_model_fields(config["model"])}

@@ -16,12 +16,12 @@ from torch import nn
 
 from coarsegrad.quant.kernels import EagerQuantizer, codes
 from coarsegrad.quant.spec import ActQuant, as_quant
-from coarsegrad.quant.staircase import Rounding
+from coarsegrad.quant.staircase import DEFAULT_ROUNDING, Rounding
 from coarsegrad.quant.ste import STE
 
 
 def staircase_codes(x: torch.Tensor, quant: ActQuant | int, alpha: float | None = None,
-                    rounding: Rounding = "ceil") -> torch.Tensor:
+                    rounding: Rounding = DEFAULT_ROUNDING) -> torch.Tensor:
     """Integer codes c(x) = #{j ∈ 0..L−1 : x > t_j} ∈ {0..L}, as ``x``'s dtype.
 
     The thresholds are the floats t_j = fl((j + o)·α) of ``x``'s dtype, so for ``ceil``
@@ -31,7 +31,7 @@ def staircase_codes(x: torch.Tensor, quant: ActQuant | int, alpha: float | None 
 
 
 def staircase(x: torch.Tensor, quant: ActQuant | int, alpha: float | None = None,
-              rounding: Rounding = "ceil") -> torch.Tensor:
+              rounding: Rounding = DEFAULT_ROUNDING) -> torch.Tensor:
     """σ(x) = α·c(x) (for ``ceil``: α·clip(⌈x/α⌉, 0, 2^b − 1), exact at every boundary).
 
     Not differentiable (its derivative is 0 almost everywhere); use
@@ -65,7 +65,7 @@ class StaircaseSTEFunction(torch.autograd.Function):
 
 
 def quantized_relu(x: torch.Tensor, quant: ActQuant | int = 2, alpha: float | None = None,
-                   ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> torch.Tensor:
+                   ste: str | STE = "clipped_relu", rounding: Rounding = DEFAULT_ROUNDING) -> torch.Tensor:
     """σ(x) with the coarse gradient of ``quant`` (an :class:`ActQuant`, or its bits with
     alpha/ste/rounding)."""
     out: torch.Tensor = StaircaseSTEFunction.apply(x, as_quant(quant, alpha, ste, rounding))  # type: ignore[no-untyped-call]
@@ -76,7 +76,7 @@ class QuantReLU(nn.Module):
     """Module form of :func:`quantized_relu`; holds its :class:`ActQuant` as ``quant``."""
 
     def __init__(self, quant: ActQuant | int = 2, alpha: float | None = None,
-                 ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> None:
+                 ste: str | STE = "clipped_relu", rounding: Rounding = DEFAULT_ROUNDING) -> None:
         super().__init__()
         self.quant = as_quant(quant, alpha, ste, rounding)
 
@@ -101,7 +101,7 @@ class QuantReLU(nn.Module):
 
 
 def quantize_model(model: nn.Module, quant: ActQuant | int = 2, alpha: float | None = None,
-                   ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> nn.Module:
+                   ste: str | STE = "clipped_relu", rounding: Rounding = DEFAULT_ROUNDING) -> nn.Module:
     """Replace every ``nn.ReLU`` submodule of ``model`` (in place) by a :class:`QuantReLU`
     of ``quant``. Returns ``model``. Functional ``torch.relu`` calls inside ``forward``
     are not modules and are left alone. Training it runs autograd through the fused

@@ -1,7 +1,7 @@
 """The quantized activation's spec: one frozen, validated object carried whole by every
 layer, kernel, checkpoint, exporter and theory function that uses it.
 
-    ActQuant(bits=2, alpha=None, ste="clipped_relu", rounding="ceil", alpha_rule=None)
+    ActQuant(bits=2, alpha=None, ste="clipped_relu", rounding="nearest", alpha_rule=None)
 
 σ(x) = α·c(x), c(x) = #{j ∈ 0..L−1 : x > t_j}, L = 2^b − 1, t_j = fl((j + o)·α) with
 o = 0 (ceil), ½ (nearest), 1 (floor) (:mod:`coarsegrad.quant.staircase`); a point at a
@@ -13,6 +13,11 @@ nearest-rounding optimum — the paper's published α, used by the authors with 
 staircase, so ``ActQuant(b).alpha == optimal_alpha(b)`` — and ``"matched"`` (the default
 for ``nearest`` and ``floor``) the optimum for the spec's own rounding. Everything
 derived (L, q_max, the thresholds in a dtype) is read from the spec, never recomputed.
+
+The default rounding is ``nearest`` (:data:`~coarsegrad.quant.staircase.DEFAULT_ROUNDING`:
+first threshold α/2, under which the paper's claim holds at every bit width); ``ceil``,
+the authors' code, is ``rounding="ceil"``. :meth:`ActQuant.from_dict` reads a dict without
+``rounding`` (written before the field existed) as ``ceil``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import torch
 
 from coarsegrad.errors import ConfigError
 from coarsegrad.quant.staircase import (
+    DEFAULT_ROUNDING,
+    LEGACY_ROUNDING,
     ROUNDING_OFFSET,
     Rounding,
     check_alpha,
@@ -54,7 +61,7 @@ class ActQuant:
     alpha_rule: AlphaRule
 
     def __init__(self, bits: int = 2, alpha: float | None = None, ste: str | STE = "clipped_relu",
-                 rounding: Rounding = "ceil", alpha_rule: AlphaRule | None = None) -> None:
+                 rounding: Rounding = DEFAULT_ROUNDING, alpha_rule: AlphaRule | None = None) -> None:
         for name, value in (("bits", bits), ("alpha", alpha), ("ste", ste), ("rounding", rounding),
                             ("alpha_rule", alpha_rule)):
             object.__setattr__(self, name, value)
@@ -123,14 +130,16 @@ class ActQuant:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ActQuant:
-        """The spec of :meth:`to_dict` (unknown keys raise ``ConfigError`` naming the key)."""
+        """The spec of :meth:`to_dict` (unknown keys raise ``ConfigError`` naming the key); a dict
+        without ``rounding`` was written before the field existed and reads as ``ceil``
+        (:data:`~coarsegrad.quant.staircase.LEGACY_ROUNDING`)."""
         if not isinstance(data, Mapping):
             raise ConfigError("quant", f"must be a mapping, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(unknown[0], "is not a field of ActQuant")
-        return cls(**data)
+        return cls(**{"rounding": LEGACY_ROUNDING, **data})
 
     def describe(self) -> str:
         return (f"bits={self.bits}, alpha={self.alpha:.6g}, ste={self.ste.name}, "
@@ -138,12 +147,12 @@ class ActQuant:
 
 
 def as_quant(quant: ActQuant | int, alpha: float | None = None,
-             ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> ActQuant:
+             ste: str | STE = "clipped_relu", rounding: Rounding = DEFAULT_ROUNDING) -> ActQuant:
     """``quant`` itself, or the :class:`ActQuant` of the (bits, alpha, ste, rounding)
     conveniences (``quant`` then the bits); extra arguments beside a spec raise
     ``ConfigError('quant')``."""
     if isinstance(quant, ActQuant):
-        if alpha is not None or ste != "clipped_relu" or rounding != "ceil":
+        if alpha is not None or ste != "clipped_relu" or rounding != DEFAULT_ROUNDING:
             raise ConfigError("quant", "give either an ActQuant or bits/alpha/ste/rounding, not both")
         return quant
     return ActQuant(quant, alpha, ste, rounding)

@@ -24,6 +24,13 @@ MAX_BITS = 8
 Rounding = Literal["ceil", "nearest", "floor"]
 ROUNDING_OFFSET: dict[str, float] = {"ceil": 0.0, "nearest": 0.5, "floor": 1.0}
 """o in t_j = (j + o)·α, per rounding: the one place the three roundings are defined."""
+DEFAULT_ROUNDING: Rounding = "nearest"
+"""The default rounding: first threshold α/2 > 0, under which the paper's claim (monotone
+STEs reach 100% training accuracy, identity does not) holds at every bit width, 1 bit
+included; with ``ceil`` (first threshold 0) 1 bit is 0/10 (docs/synthetic.md)."""
+LEGACY_ROUNDING: Rounding = "ceil"
+"""The rounding of a saved spec, config or file without a ``rounding`` field: everything
+written before the field existed used ``ceil``, the default until ``nearest`` replaced it."""
 
 
 def check_bits(bits: object) -> int:

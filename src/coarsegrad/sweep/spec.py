@@ -22,7 +22,10 @@ before any trial runs (:class:`ConfigError` naming the key): only known keys and
 every value of the type its config field declares (``lr`` a finite number, ``batchnorm``
 true or false, …), no dates, nesting at most :data:`~coarsegrad.validate.MAX_DEPTH`
 deep, at most :data:`MAX_TRIALS` trials. A well-typed value a config rejects for its
-range (``lr = -1``) becomes a failed trial, not a failed sweep.
+range (``lr = -1``) becomes a failed trial, not a failed sweep. Every trial's config names
+its ``rounding`` (the default, ``nearest``, unless the spec sets one), because a result
+recorded without it was ``ceil``: re-running a spec from before the default changed into
+its old folder is a ``ConfigError`` unless the spec says ``rounding = "ceil"``.
 """
 
 from __future__ import annotations
@@ -200,6 +203,7 @@ def parse_spec(spec: dict[str, Any], source: str = "<inline>", root: Path | None
     axes = [_axis(name, values) for name, values in axes_table.items()]
     if len({a.field for a in axes}) != len(axes):
         raise ConfigError("axes", "an axis is given twice")
+    base["model"].setdefault("rounding", ModelConfig.rounding)  # always recorded: results without it are ceil
     checkpoint_every = v.integer("checkpoint_every", spec.get("checkpoint_every", 0), lo=0, hi=v.MAX_STEPS)
     seeds = _seeds(spec.get("seeds", 1))
     count = len(seeds) * math.prod(len(axis.values) for axis in axes)

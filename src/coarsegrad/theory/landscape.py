@@ -24,6 +24,8 @@ from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.errors import ConfigError, TrainingDiverged
 from coarsegrad.models.networks import TwoLayerNet
 from coarsegrad.parallel import run_jobs
+from coarsegrad.quant.spec import ActQuant
+from coarsegrad.theory.population import THEORY_ROUNDING
 from coarsegrad.training.loop import TrainConfig, train
 
 TRIAL_DEFAULTS: dict[str, object] = {
@@ -50,7 +52,7 @@ def run_trial(trial: dict) -> dict:
     X, y = orthogonal_subspaces(int(t["num_classes"]), int(t["dim"]), int(t["subspace_dim"]),
                                 int(t["samples_per_class"]), generator=gen)
     model = TwoLayerNet(int(t["dim"]), int(t["num_classes"]), int(t["units_per_class"]),
-                        bits=int(t["bits"]), alpha=t["alpha"], ste=str(t["ste"]),
+                        quant=ActQuant(int(t["bits"]), t["alpha"], str(t["ste"]), THEORY_ROUNDING),
                         second_layer=t["second_layer"], init_scale=float(t["init_scale"]),
                         generator=gen)
     config = TrainConfig(lr=float(t["lr"]), steps=int(t["steps"]), seed=int(t["seed"]),

@@ -36,10 +36,17 @@ from numpy.typing import ArrayLike, NDArray
 
 from coarsegrad.errors import ConfigError
 from coarsegrad.quant.spec import ActQuant
+from coarsegrad.quant.staircase import Rounding
 from coarsegrad.theory.bivariate import bvn_density_times_s, bvn_upper, norm_cdf, norm_pdf, safe_ratio
 from coarsegrad.validate import number
 
 Array = NDArray[np.float64]
+
+
+THEORY_ROUNDING: Rounding = "ceil"
+"""The theory lab's staircase: the authors' ceil (thresholds kα), which the closed forms
+assume and its studies (landscape, geometry, repelled) train with, so their records stay
+what they were when ceil was the library default; ``nearest`` is not studied here yet."""
 
 
 def _vector(name: str, value: ArrayLike) -> Array:
@@ -68,8 +75,9 @@ class Teacher:
 
     @functools.cached_property
     def quant(self) -> ActQuant:
-        """σ's spec (ceil rounding; the STE is chosen per call)."""
-        return ActQuant(self.bits, self.alpha)
+        """σ's spec (ceil rounding, pinned: the closed forms use thresholds kα; the STE is
+        chosen per call)."""
+        return ActQuant(self.bits, self.alpha, rounding=THEORY_ROUNDING)
 
     @property
     def r_star(self) -> float:

@@ -38,8 +38,10 @@ from coarsegrad.data.splits import DatasetSplits, prepare_dataset
 from coarsegrad.errors import ConfigError
 from coarsegrad.models.networks import MLP, TwoLayerNet
 from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.quant.spec import ActQuant
 from coarsegrad.quant.staircase import check_bits
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
+from coarsegrad.theory.population import THEORY_ROUNDING
 from coarsegrad.training.fast import FastStep, fast_step
 from coarsegrad.training.loop import TrainConfig, evaluate, train
 from coarsegrad.validate import MAX_STEPS, MAX_UNITS, integer, number
@@ -118,10 +120,11 @@ def _positive(name: str, value: object) -> None:
 def make_model(cfg: RepelledConfig, bits: int, in_features: int, num_classes: int,
                generator: torch.Generator) -> nn.Module:
     """The ``cfg.model`` network with ``cfg.pretrain_ste`` and α = optimal_alpha(bits)."""
+    quant = ActQuant(bits, None, cfg.pretrain_ste, THEORY_ROUNDING)
     if cfg.model == "mlp":
-        return MLP(in_features, cfg.hidden, num_classes, bits, None, cfg.pretrain_ste, generator=generator)
-    return TwoLayerNet(in_features, num_classes, cfg.units_per_class, bits, None, cfg.pretrain_ste,
-                       init_scale=cfg.init_scale, generator=generator)
+        return MLP(in_features, cfg.hidden, num_classes, generator=generator, quant=quant)
+    return TwoLayerNet(in_features, num_classes, cfg.units_per_class, init_scale=cfg.init_scale,
+                       generator=generator, quant=quant)
 
 
 def first_layer_names(model: nn.Module) -> tuple[str, ...]:

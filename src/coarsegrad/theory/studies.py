@@ -16,11 +16,13 @@ import torch
 from coarsegrad.data.synthetic import orthogonal_subspaces
 from coarsegrad.errors import ConfigError
 from coarsegrad.models.networks import TwoLayerNet
+from coarsegrad.quant.spec import ActQuant
 from coarsegrad.quant.staircase import check_bits
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
 from coarsegrad.theory.diagnostics import angle_grid, make_teacher, spurious_records, trajectory
 from coarsegrad.theory.geometry import track_geometry
 from coarsegrad.theory.landscape import make_trials, run_trials
+from coarsegrad.theory.population import THEORY_ROUNDING
 from coarsegrad.training.loop import TrainConfig
 from coarsegrad.validate import MAX_STEPS, MAX_UNITS, integer, number
 
@@ -176,8 +178,8 @@ def run_geometry(cfg: GeometryConfig) -> list[dict]:
             gen = torch.Generator().manual_seed(seed)
             X, y, bases = orthogonal_subspaces(cfg.num_classes, cfg.dim, cfg.subspace_dim,
                                                cfg.samples_per_class, generator=gen, return_bases=True)
-            model = TwoLayerNet(cfg.dim, cfg.num_classes, units, bits=bits, ste=ste,
-                                init_scale=cfg.init_scale, generator=gen)
+            model = TwoLayerNet(cfg.dim, cfg.num_classes, units, init_scale=cfg.init_scale, generator=gen,
+                                quant=ActQuant(bits, None, ste, THEORY_ROUNDING))
             trace = track_geometry(model, X, y, bases, TrainConfig(lr=lr, steps=cfg.steps, seed=seed),
                                    window=cfg.window)
             params = {"bits": bits, "ste": ste, "units_per_class": units, "lr": lr, "seed": seed,

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from coarsegrad.config import DataConfig, ModelConfig
+from coarsegrad.config import DataConfig, ModelConfig, saved_model_fields
 from coarsegrad.data.datasets import NUM_CLASSES
 from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.data.synthetic import synthetic_data
@@ -92,7 +92,8 @@ def load_run_config(out: str | Path) -> tuple[DataConfig, ModelConfig, TrainConf
     path = Path(out) / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-        return DataConfig(**config["data"]), ModelConfig(**config["model"]), TrainConfig(**config["train"])
+        model = ModelConfig(**saved_model_fields(config["model"]))  # a run before the rounding field: ceil
+        return DataConfig(**config["data"]), model, TrainConfig(**config["train"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ConfigError("resume", f"{path} is not a run config ({exc})") from None
 
