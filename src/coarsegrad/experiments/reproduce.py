@@ -15,6 +15,10 @@ Six experiments (``PLANS`` gives the sizes of the first three per mode):
   ``OUT/theory/<study>/`` (:mod:`coarsegrad.theory.runner`), summarised in tables.md.
   Runs by default only in full mode (quick mode: when named, with the studies' quick presets).
 
+``rounding`` (default ``nearest``) is the staircase of ``synthetic``, ``mnist_two_layer`` and
+``lenet5``; ``ceil`` reproduces the records made before nearest became the default. The
+synthetic table runs both roundings whatever it is, the theory studies ceil.
+
 Writes ``OUT/results.json`` (flat records, :func:`coarsegrad.io.results.write_rows`),
 ``OUT/tables.md`` and PNG plots, all made from the records. Quick mode takes minutes on 2 CPU cores.
 """
@@ -35,6 +39,7 @@ from coarsegrad.experiments.synthetic import BITS, STES, synthetic_trial
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
 from coarsegrad.io.results import write_rows
 from coarsegrad.parallel import run_trials
+from coarsegrad.quant.staircase import DEFAULT_ROUNDING, check_rounding
 
 EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory", "synthetic-table", "synthetic-units")
 FULL_EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory")
@@ -60,29 +65,32 @@ PLANS = {
 }
 
 
-def synthetic_trials(plan: dict, seeds: int | None = None) -> list:
+def synthetic_trials(plan: dict, seeds: int | None = None, rounding: str = DEFAULT_ROUNDING) -> list:
     """STE × bits × seeds of the ``synthetic`` preset, and the float baseline (ste ``float``)."""
     preset = load_preset("synthetic")
     preset["train"]["steps"] = plan["synthetic_steps"]
+    preset["model"]["rounding"] = rounding
     settings = [(ste, bits) for ste in STES for bits in BITS] + [("float", None)]
     return [(synthetic_trial, {"data": preset["data"], "model": preset["model"], "train_cfg": preset["train"],
                                "ste": ste, "bits": bits, "seed": seed})
             for ste, bits in settings for seed in range(seeds or plan["synthetic_seeds"])]
 
 
-def two_layer_trials(plan: dict, data_dir: str | None, device: str, seeds: int | None = None) -> list:
+def two_layer_trials(plan: dict, data_dir: str | None, device: str, seeds: int | None = None,
+                     rounding: str = DEFAULT_ROUNDING) -> list:
     p = plan["two_layer"]
     settings = [(ste, bits) for ste in STES for bits in BITS] + [("float", None)]  # + the float baseline
-    return [(mnist_trial, {"experiment": "mnist_two_layer", "model": TWO_LAYER, "ste": ste, "bits": bits,
+    model = {**TWO_LAYER, "rounding": rounding}
+    return [(mnist_trial, {"experiment": "mnist_two_layer", "model": model, "ste": ste, "bits": bits,
                            "seed": seed, "train_cfg": p["train"], "data_dir": data_dir, "device": device})
             for ste, bits in settings for seed in range(seeds or p["seeds"])]
 
 
 def lenet_trials(plan: dict, out: Path, data_dir: str | None, device: str, seeds: int | None = None,
-                 float_init: bool = False) -> list:
+                 float_init: bool = False, rounding: str = DEFAULT_ROUNDING) -> list:
     """The float-init runs (``float_init=True``) or the quantized runs of LeNet-5."""
     p = plan["lenet5"]
-    common = {"experiment": "lenet5", "model": LENET, "data_dir": data_dir, "device": device,
+    common = {"experiment": "lenet5", "model": {**LENET, "rounding": rounding}, "data_dir": data_dir, "device": device,
               "train_subset": p["subset"]}
     if float_init:
         return [(mnist_trial, {**common, "experiment": "lenet5_float", "ste": "relu", "bits": None,
@@ -127,12 +135,13 @@ def run_theory(full: bool, out: Path, workers: int | None = None, progress: bool
 
 def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: int | None = None,
               progress: bool = True, seeds: int | None = None, only: tuple[str, ...] | None = None,
-              data_dir: str | None = None, device: str = "cpu") -> list[dict]:
+              data_dir: str | None = None, device: str = "cpu", rounding: str = DEFAULT_ROUNDING) -> list[dict]:
     """Run the experiments in ``only`` (default :func:`default_experiments`); write records,
     tables and plots to ``out``; return the records (theory records stay in ``out/theory``).
 
-    ``seeds`` overrides the plan's seed counts (for smoke tests).
+    ``seeds`` overrides the plan's seed counts (for smoke tests); ``rounding``: see the module docstring.
     """
+    check_rounding(rounding)
     only = default_experiments(full) if only is None else only
     unknown = set(only) - set(EXPERIMENTS)
     if unknown:
@@ -160,7 +169,7 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
         write_rows(out / "results.json", records)
 
     if "synthetic" in only:
-        add(synthetic_trials(plan, seeds), "synthetic")
+        add(synthetic_trials(plan, seeds, rounding), "synthetic")
     for name, settings in (("synthetic-table", synthetic_table.table_settings),
                            ("synthetic-units", synthetic_table.units_settings)):
         if name in only:
@@ -169,15 +178,17 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
                                                     table_plan["steps"], workers, progress))
             write_rows(out / "results.json", records)
     if "mnist_two_layer" in only:
-        add(two_layer_trials(plan, data_dir, device, seeds), "mnist 2-layer")
+        add(two_layer_trials(plan, data_dir, device, seeds, rounding), "mnist 2-layer")
     if "lenet5" in only:
         if plan["lenet5"]["float_init"]:
-            add(lenet_trials(plan, out, data_dir, device, seeds, float_init=True), "lenet5 float init")
-        add(lenet_trials(plan, out, data_dir, device, seeds), "lenet5")
+            add(lenet_trials(plan, out, data_dir, device, seeds, float_init=True, rounding=rounding),
+                "lenet5 float init")
+        add(lenet_trials(plan, out, data_dir, device, seeds, rounding=rounding), "lenet5")
     theory = run_theory(full, out / "theory", workers, progress, seeds, data_dir) if "theory" in only else None
     env = environment(device)
     write_rows(out / "results.json", records)
     atomic_write_json(out / "env.json", {**env, "mode": "full" if full else "quick", "experiments": list(only),
+                                         "rounding": rounding,
                                          "seconds": time.perf_counter() - started})
     text = write_report(records, out, env, "full" if full else "quick", theory)
     print(text)
