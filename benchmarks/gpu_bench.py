@@ -53,7 +53,7 @@ class Trainer:
         dev = X.device
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         gen = torch.Generator().manual_seed(seed)
-        self.model = MLP(X.shape[1], hidden, 10, generator=gen, quant=ActQuant(2, None, "clipped_relu"))
+        self.model = MLP(X.shape[1], hidden, 10, generator=gen, quant=ActQuant(2, None, "clipped_relu", "ceil"))  # as recorded (ceil)
         self.model.to(device=dev, dtype=dtype)
         self.X, self.y = X.to(dtype), y
         self.fast = fast_step(self.model, self.X, y, chunk_size=rows)
@@ -156,7 +156,7 @@ def activation_bench(n, repeats, device, cuda):
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(n, generator=gen, device=device)
     grad = torch.randn(n, generator=gen, device=device)
-    quant = ActQuant(2, None, "clipped_relu")
+    quant = ActQuant(2, None, "clipped_relu", "ceil")  # the compiled candidate computes ceil codes
     h, codes, scratch = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
     flags = torch.empty(n, dtype=torch.uint8, device=device)
     eager = EagerQuantizer(quant, torch.float32, device)
