@@ -53,7 +53,7 @@ class Trainer:
         dev = X.device
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         gen = torch.Generator().manual_seed(seed)
-        self.model = MLP(X.shape[1], hidden, 10, generator=gen, quant=ActQuant(2, None, "clipped_relu", "ceil"))  # as recorded (ceil)
+        self.model = MLP(X.shape[1], hidden, 10, generator=gen, quant=ActQuant(2, None, "clipped_relu"))
         self.model.to(device=dev, dtype=dtype)
         self.X, self.y = X.to(dtype), y
         self.fast = fast_step(self.model, self.X, y, chunk_size=rows)
