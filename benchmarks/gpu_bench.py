@@ -156,7 +156,7 @@ def activation_bench(n, repeats, device, cuda):
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(n, generator=gen, device=device)
     grad = torch.randn(n, generator=gen, device=device)
-    quant = ActQuant(2, None, "clipped_relu")
+    quant = ActQuant(2, None, "clipped_relu", "ceil")  # the compiled candidate computes ceil codes
     h, codes, scratch = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
     flags = torch.empty(n, dtype=torch.uint8, device=device)
     eager = EagerQuantizer(quant, torch.float32, device)

@@ -23,6 +23,7 @@ from statistics import mean, stdev
 
 from coarsegrad.experiments.mnist import ICLR2019_LENET5, float_init_path, mnist_trial
 from coarsegrad.experiments.report import mean_std
+from coarsegrad.quant.staircase import DEFAULT_ROUNDING
 
 STES = ("identity", "relu", "clipped_relu")
 MONOTONE = ("relu", "clipped_relu")
@@ -41,9 +42,11 @@ def float_trials(plan: dict, out: Path, data_dir: str | None, device: str, seeds
             for seed in range(seeds or plan["seeds"])]
 
 
-def quantized_trials(plan: dict, out: Path, data_dir: str | None, device: str, seeds: int | None = None) -> list:
+def quantized_trials(plan: dict, out: Path, data_dir: str | None, device: str, seeds: int | None = None,
+                     rounding: str = DEFAULT_ROUNDING) -> list:
     """Setting × STE × seed; the ``from_float`` runs start from their seed's float model."""
-    return [(mnist_trial, {"experiment": EXPERIMENTS[setting], "model": {"model": "lenet5"}, "ste": ste,
+    model = {"model": "lenet5", "rounding": rounding}
+    return [(mnist_trial, {"experiment": EXPERIMENTS[setting], "model": model, "ste": ste,
                            "bits": plan["bits"], "seed": seed, "train_cfg": plan[setting], "data_dir": data_dir,
                            "device": device, "train_subset": plan["subset"],
                            "init_from": str(float_init_path(out, seed, NAME)) if setting == "from_float" else None})

@@ -18,6 +18,10 @@ Seven experiments (``PLANS`` gives the sizes of the first three and ``lenet5-ord
   ``OUT/theory/<study>/`` (:mod:`coarsegrad.theory.runner`), summarised in tables.md.
   Runs by default only in full mode (quick mode: when named, with the studies' quick presets).
 
+``rounding`` (default ``nearest``) is the staircase of ``synthetic``, ``mnist_two_layer`` and
+``lenet5``; ``ceil`` reproduces the records made before nearest became the default. The
+synthetic table runs both roundings whatever it is, the theory studies ceil.
+
 Writes ``OUT/results.json`` (flat records, :func:`coarsegrad.io.results.write_rows`),
 ``OUT/tables.md`` and PNG plots, all made from the records. Quick mode takes minutes on 2 CPU cores.
 """
@@ -38,6 +42,7 @@ from coarsegrad.experiments.synthetic import BITS, STES, synthetic_trial
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
 from coarsegrad.io.results import write_rows
 from coarsegrad.parallel import run_trials
+from coarsegrad.quant.staircase import DEFAULT_ROUNDING, check_rounding
 
 EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory", "synthetic-table", "synthetic-units",
                "lenet5-ordering")
@@ -102,10 +107,11 @@ def record_name(experiment: str, dataset: str) -> str:
     return dataset.replace("-", "_") + "_" + experiment.removeprefix("mnist_")
 
 
-def synthetic_trials(plan: dict, seeds: int | None = None) -> list:
+def synthetic_trials(plan: dict, seeds: int | None = None, rounding: str = DEFAULT_ROUNDING) -> list:
     """STE × bits × seeds of the ``synthetic`` preset, and the float baseline (ste ``float``)."""
     preset = load_preset("synthetic")
     preset["train"]["steps"] = plan["synthetic_steps"]
+    preset["model"]["rounding"] = rounding
     settings = [(ste, bits) for ste in STES for bits in BITS] + [("float", None)]
     return [(synthetic_trial, {"data": preset["data"], "model": preset["model"], "train_cfg": preset["train"],
                                "ste": ste, "bits": bits, "seed": seed})
@@ -113,23 +119,24 @@ def synthetic_trials(plan: dict, seeds: int | None = None) -> list:
 
 
 def two_layer_trials(plan: dict, data_dir: str | None, device: str, seeds: int | None = None,
-                     dataset: str = "mnist") -> list:
+                     dataset: str = "mnist", rounding: str = DEFAULT_ROUNDING) -> list:
     p = plan_for(plan, "two_layer", dataset)
     settings = [(ste, bits) for ste in STES for bits in BITS] + [("float", None)]  # + the float baseline
-    return [(mnist_trial, {"experiment": record_name("mnist_two_layer", dataset), "model": TWO_LAYER,
+    model = {**TWO_LAYER, "rounding": rounding}
+    return [(mnist_trial, {"experiment": record_name("mnist_two_layer", dataset), "model": model,
                            "ste": ste, "bits": bits, "seed": seed, "train_cfg": p["train"], "dataset": dataset,
                            "data_dir": data_dir, "device": device, "train_subset": p["subset"]})
             for ste, bits in settings for seed in range(seeds or p["seeds"])]
 
 
 def lenet_trials(plan: dict, out: Path, data_dir: str | None, device: str, seeds: int | None = None,
-                 float_init: bool = False, dataset: str = "mnist") -> list:
+                 float_init: bool = False, dataset: str = "mnist", rounding: str = DEFAULT_ROUNDING) -> list:
     """The float runs (``float_init=True``) or the quantized runs of LeNet-5. The float runs are
     the float row; with a ``float_init`` plan they train with it and the quantized runs start
     from them, otherwise they train with the quantized runs' ``train`` plan."""
     p = plan_for(plan, "lenet5", dataset)
-    common = {"experiment": record_name("lenet5", dataset), "model": LENET, "dataset": dataset,
-              "data_dir": data_dir, "device": device, "train_subset": p["subset"]}
+    common = {"experiment": record_name("lenet5", dataset), "model": {**LENET, "rounding": rounding},
+              "dataset": dataset, "data_dir": data_dir, "device": device, "train_subset": p["subset"]}
     if float_init:
         return [(mnist_trial, {**common, "experiment": record_name("lenet5_float", dataset), "ste": "relu",
                                "bits": None, "seed": seed, "train_cfg": p["float_init"] or p["train"],
@@ -173,13 +180,16 @@ def run_theory(full: bool, out: Path, workers: int | None = None, progress: bool
 
 def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: int | None = None,
               progress: bool = True, seeds: int | None = None, only: tuple[str, ...] | None = None,
-              data_dir: str | None = None, device: str = "cpu", dataset: str = "mnist") -> list[dict]:
+              data_dir: str | None = None, device: str = "cpu", dataset: str = "mnist",
+              rounding: str = DEFAULT_ROUNDING) -> list[dict]:
     """Run the experiments in ``only`` (default :func:`default_experiments`); write records,
     tables and plots to ``out``; return the records (theory records stay in ``out/theory``).
 
     ``dataset`` (``DATASETS``) is the data of ``mnist_two_layer`` and ``lenet5``;
-    ``lenet5-ordering`` is always MNIST. ``seeds`` overrides the plan's seed counts (for smoke tests).
+    ``lenet5-ordering`` is always MNIST. ``seeds`` overrides the plan's seed counts (for smoke
+    tests); ``rounding``: see the module docstring.
     """
+    check_rounding(rounding)
     only = default_experiments(full) if only is None else only
     unknown = set(only) - set(EXPERIMENTS)
     if unknown:
@@ -210,7 +220,7 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
         write_rows(out / "results.json", records)
 
     if "synthetic" in only:
-        add(synthetic_trials(plan, seeds), "synthetic")
+        add(synthetic_trials(plan, seeds, rounding), "synthetic")
     for name, settings in (("synthetic-table", synthetic_table.table_settings),
                            ("synthetic-units", synthetic_table.units_settings)):
         if name in only:
@@ -219,19 +229,21 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
                                                     table_plan["steps"], workers, progress))
             write_rows(out / "results.json", records)
     if "mnist_two_layer" in only:
-        add(two_layer_trials(plan, data_dir, device, seeds, dataset), f"{dataset} 2-layer")
+        add(two_layer_trials(plan, data_dir, device, seeds, dataset, rounding), f"{dataset} 2-layer")
     if "lenet5" in only:
-        add(lenet_trials(plan, out, data_dir, device, seeds, True, dataset), f"{dataset} lenet5 float")
-        add(lenet_trials(plan, out, data_dir, device, seeds, dataset=dataset), f"{dataset} lenet5")
+        add(lenet_trials(plan, out, data_dir, device, seeds, True, dataset, rounding), f"{dataset} lenet5 float")
+        add(lenet_trials(plan, out, data_dir, device, seeds, dataset=dataset, rounding=rounding),
+            f"{dataset} lenet5")
     if "lenet5-ordering" in only:
         ordering_plan = plan["lenet5_ordering"]
         add(ordering.float_trials(ordering_plan, out, data_dir, device, seeds), "lenet5-ordering float")
-        add(ordering.quantized_trials(ordering_plan, out, data_dir, device, seeds), "lenet5-ordering")
+        add(ordering.quantized_trials(ordering_plan, out, data_dir, device, seeds, rounding),
+            "lenet5-ordering")
     theory = run_theory(full, out / "theory", workers, progress, seeds, data_dir) if "theory" in only else None
     env = environment(device)
     write_rows(out / "results.json", records)
     atomic_write_json(out / "env.json", {**env, "mode": "full" if full else "quick", "experiments": list(only),
-                                         "dataset": dataset,
+                                         "dataset": dataset, "rounding": rounding,
                                          "seconds": time.perf_counter() - started})
     text = write_report(records, out, env, "full" if full else "quick", theory)
     print(text)
