@@ -84,7 +84,7 @@ def layer_agreement(model: nn.Module, session: Any, x: np.ndarray | torch.Tensor
     gm = trace(model, leaves=tuple(MODULES))
     found = sites(gm)
     x = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(len(x), -1)
-    layers = [{"site": s.index, "module": s.node, "layer": type(s.layer).__name__ if s.layer is not None else None,
+    layers: list[dict[str, Any]] = [{"site": s.index, "module": s.node, "layer": type(s.layer).__name__ if s.layer is not None else None,
                "batchnorm_folded": s.norm is not None, "codes_total": 0, "code_disagree": 0, "near_threshold": 0,
                "downstream": 0, "unexplained": 0} for s in found]
     listed: list[dict[str, Any]] = []
