@@ -1,7 +1,10 @@
 """ONNX export of :class:`~coarsegrad.models.networks.LeNet5`, standard operators only (opset 17).
 
-Each batch-norm (no affine, eval mode) is folded into the Conv/Gemm before it:
-with s = 1/√(var + ε) per channel (float64, then float32),
+LeNet-5 is one case of the general traced export
+(:func:`coarsegrad.export.onnx_traced.build_traced_onnx`); this module adds its checks
+(one shared spec, QuantReLU activations) and its metadata. Each batch-norm (no affine,
+eval mode) is folded into the Conv/Gemm before it: with s = 1/√(var + ε) per channel
+(float64, then float32),
 
     w' = w·s,   b' = (b − mean)·s,      so  w'·a + b' = BN(w·a + b) up to rounding.
 
@@ -12,7 +15,7 @@ staircases threshold):
     a₀ = Reshape(x, [N, 1, 28, 28])
     z₁ = Conv(a₀, w₁', b₁')   a₁ = MaxPool₂(α·c(z₁))
     z₂ = Conv(a₁, w₂', b₂')   a₂ = MaxPool₂(α·c(z₂))
-    z₃ = Gemm(Flatten(a₂), w₃', b₃')      logits = Gemm(α·c(z₃), w₄, b₄)
+    z₃ = Gemm(Reshape(a₂, [N, 16·c₂]), w₃', b₃')      logits = Gemm(α·c(z₃), w₄, b₄)
 
 c is the staircase of :func:`coarsegrad.export.onnx_graph._staircase` (comparisons
 against the spec's float32 thresholds fl((j+o)α), exact for ``exact=True``), and α·c is
