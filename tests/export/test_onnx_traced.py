@@ -212,3 +212,7 @@ def test_to_onnx_of_a_user_class(tmp_path):
     path = to_onnx(model, tmp_path / "u.onnx", input_shape=(1, 28, 28), with_codes=True)
     names = [o.name for o in onnx_session(path).get_outputs()]
     assert names == ["logits", "preact1", "preact2"]
+    assert not any(m.training for m in model.modules())  # export leaves each module's mode as it was
+    model.train()
+    layer_agreement(model, onnx_session(path), images(4), (1, 28, 28))
+    assert all(m.training for m in model.modules())

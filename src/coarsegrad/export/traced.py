@@ -64,14 +64,15 @@ class _Recorder(fx.Interpreter):
 
 @torch.no_grad()
 def node_values(gm: fx.GraphModule, x: torch.Tensor) -> dict[str, Any]:
-    """{node name: value} of one eval-mode forward pass on ``x`` (the model's mode is restored)."""
-    was_training = gm.training
+    """{node name: value} of one eval-mode forward pass on ``x`` (every module's mode is restored)."""
+    modes = [(m, m.training) for m in gm.modules()]
     gm.eval()
     try:
         recorder = _Recorder(gm)
         recorder.run(x)
     finally:
-        gm.train(was_training)
+        for m, training in modes:
+            m.training = training
     return recorder.values
 
 
