@@ -6,7 +6,9 @@ onnxruntime's ``preact{k}`` (the graph exported ``with_preact=True``). Both are 
 codes by the same rule, :func:`coarsegrad.staircase_codes` (the spec's float32
 thresholds T_j = fl((j+o)α)). A differing code (n, u) is
 
-* *near a threshold* if some T_j lies within tol of z_T, where, for z = BN(layer(a))
+* *downstream* if the same sample already has a differing code at an earlier site: its
+  layer input differs, so z may differ by more than rounding;
+* otherwise *near a threshold* if some T_j lies within tol of z_T, where, for z = BN(layer(a))
   with a Linear/Conv2d layer of fan-in d and the batch-norm folded in the export
   (s = γ/√(var+ε), or 1 without a batch-norm),
 
@@ -14,8 +16,6 @@ thresholds T_j = fl((j+o)α)). A differing code (n, u) is
 
   the float32 error bound of a length-d dot product in any summation order, on each
   side, plus the fold and the batch-norm steps (the tests check the fold in float64);
-* *downstream* otherwise, if the same sample already has a differing code at an earlier
-  site (its layer input differs, so z may differ by more than rounding);
 * *unexplained* otherwise: a bug. A site whose z is not such a layer output gets no tol:
   its differing codes are downstream or unexplained, and each is listed with its distance.
 
@@ -84,7 +84,7 @@ def layer_agreement(model: nn.Module, session: Any, x: np.ndarray | torch.Tensor
     gm = trace(model, leaves=tuple(MODULES))
     found = sites(gm)
     x = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(len(x), -1)
-    layers: list[dict[str, Any]] = [{"site": s.index, "module": s.node, "layer": type(s.layer).__name__ if s.layer is not None else None,
+    layers: list[dict[str, Any]] = [{"site": s.index, "module": s.module, "layer": type(s.layer).__name__ if s.layer is not None else None,
                "batchnorm_folded": s.norm is not None, "codes_total": 0, "code_disagree": 0, "near_threshold": 0,
                "downstream": 0, "unexplained": 0} for s in found]
     listed: list[dict[str, Any]] = []
@@ -104,8 +104,8 @@ def layer_agreement(model: nn.Module, session: Any, x: np.ndarray | torch.Tensor
                 dist = _distance(z_t, edges).reshape(len(xb), -1)
                 tol = rounding_tolerance(s, values[s.layer_input]) if s.layer_input else None
                 tol = tol.reshape(len(xb), -1) if tol is not None else torch.full_like(dist, -1.0)
-                near = differ & (dist <= tol)
-                down = differ & ~near & earlier[:, None]
+                down = differ & earlier[:, None]
+                near = differ & ~down & (dist <= tol)
                 rec["code_disagree"] += int(differ.sum())
                 rec["near_threshold"] += int(near.sum())
                 rec["downstream"] += int(down.sum())
@@ -131,7 +131,8 @@ def layer_agreement(model: nn.Module, session: Any, x: np.ndarray | torch.Tensor
         pred_t.append(pt)
         pred_o.append(po)
     report: dict[str, Any] = {
-        "samples": len(x), "sites": layers, "differing_codes": listed,
+        "samples": len(x), "sites": layers,
+        "differing_codes": sorted(listed, key=lambda d: (d["sample"], d["site"], d["unit"])),
         "differing_codes_listed": f"first {LISTED}" if sum(r["code_disagree"] for r in layers) > LISTED else "all",
         "pred_disagree": len(preds),
         "pred_disagree_with_code_disagree": sum(p["has_code_disagree"] for p in preds),

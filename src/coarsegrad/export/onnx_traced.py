@@ -282,7 +282,7 @@ def build_traced_onnx(model: nn.Module, input_shape: tuple[int, ...], *, exact: 
                               producer_name="coarsegrad", ir_version=IR_VERSION)
     meta = {"architecture": "traced", "input_shape": repr(shape), "weights": "float32", "exact_codes": str(exact),
             "batchnorm": "folded", "quant": ";".join(sorted({s.quant.describe() for s in quant_sites})),
-            "preact_modules": ",".join(s.node for s in quant_sites)} | (props or {})
+            "preact_modules": ",".join(s.module for s in quant_sites)} | (props or {})
     helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
     return proto

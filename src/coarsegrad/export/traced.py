@@ -114,10 +114,12 @@ def fold_batchnorm(layer: nn.Module, norm: nn.Module) -> tuple[np.ndarray, np.nd
 
 @dataclass(frozen=True)
 class Site:
-    """One QuantReLU call: z = its input node; ``layer``/``norm``/``layer_input`` where z = BN(layer(a))."""
+    """One QuantReLU call (``node``, of the module at path ``module``): z = its input node
+    ``preact``; ``layer``/``norm``/``layer_input`` where z = BN(layer(a))."""
 
     index: int
     node: str
+    module: str
     quant: ActQuant
     preact: str
     layer: nn.Module | None = None
@@ -141,7 +143,8 @@ def sites(gm: fx.GraphModule) -> list[Site]:
                 layer_node, norm = producer, module(gm, z)
         layer = module(gm, layer_node)
         if isinstance(layer, FOLDS_INTO) and isinstance(layer_node.args[0], fx.Node):
-            out.append(Site(len(out) + 1, node.name, act.quant, z.name, layer, norm, layer_node.args[0].name))
+            out.append(Site(len(out) + 1, node.name, str(node.target), act.quant, z.name, layer, norm,
+                            layer_node.args[0].name))
         else:
-            out.append(Site(len(out) + 1, node.name, act.quant, z.name))
+            out.append(Site(len(out) + 1, node.name, str(node.target), act.quant, z.name))
     return out
