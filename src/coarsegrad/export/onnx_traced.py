@@ -66,11 +66,11 @@ class _Ctx:
         """The ONNX name of argument ``a``: an emitted tensor, or a float32 constant."""
         if isinstance(a, fx.Node):
             if a.name not in self.names:
-                raise _unsupported(node, f"its argument {a.name} is a size, not a tensor")
+                raise _unsupported(node, f"its argument {a.name} is a size, not a tensor", self.gm)
             return self.names[a.name]
         if isinstance(a, (int, float)) and not isinstance(a, bool):
             return self.g.const(f"const_{node.name}_{len(self.g.inits)}", np.array(a, dtype=np.float32))
-        raise _unsupported(node, f"argument {a!r}")
+        raise _unsupported(node, f"argument {a!r}", self.gm)
 
     def rank(self, node: Any) -> int:
         return int(self.values[node.name].dim())
