@@ -22,3 +22,18 @@ def mnist_mlp_run(run_dir: Path, hidden: int, bits: int, epochs: int, seed: int)
     if not (run_dir / "model.safetensors").is_file() or not (run_dir / "summary.json").is_file():
         run_training(data, model, train, run_dir, progress=False)
     return run_dir
+
+
+def mnist_lenet_run(run_dir: Path, bits: int, epochs: int, seed: int, lr: float = 0.05) -> Path:
+    """``run_dir`` holding a trained LeNet-5 (20-50-500, batch-norm, ``bits``-bit codes).
+
+    SGD with momentum 0.9, lr ``lr``, batch 128, ``epochs`` epochs. An existing run is
+    reused (the directory name carries the config).
+    """
+    data = DataConfig(data="mnist")
+    model = ModelConfig(model="lenet5", bits=bits)
+    train = TrainConfig(optimizer="momentum", lr=lr, batch_size=128, epochs=epochs, seed=seed,
+                        stop_at_perfect=False, log_every=100)
+    if not (run_dir / "model.safetensors").is_file() or not (run_dir / "summary.json").is_file():
+        run_training(data, model, train, run_dir, progress=False)
+    return run_dir

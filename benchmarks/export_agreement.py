@@ -1,11 +1,17 @@
 """Agreement of PyTorch, onnxruntime and the NumPy integer engine on the MNIST test set.
 
     python benchmarks/export_agreement.py [--hidden 512] [--bits 2] [--epochs 2]
+    python benchmarks/export_agreement.py --model lenet5 [--bits 2] [--epochs 1] [--lr 0.05]
 
-Trains (or reuses) an MLP 784-H-10 run in runs/, exports it (float32 and int8 first
+MLP: trains (or reuses) an MLP 784-H-10 run in runs/, exports it (float32 and int8 first
 layer), runs all three implementations on the 10,000 test images and writes
 results/export/agreement.json and agreement.md. Counts are defined in
 :mod:`coarsegrad.export.agreement`.
+
+LeNet-5: trains (or reuses) a LeNet-5 run (momentum SGD, batch 128), exports it to ONNX
+(batch-norm folded) and compares PyTorch with onnxruntime per quantized layer on the
+10,000 test images (:mod:`coarsegrad.export.layer_agreement`); writes
+results/export/agreement_lenet5.json and agreement_lenet5.md.
 """
 
 from __future__ import annotations
@@ -22,18 +28,23 @@ from coarsegrad.data.datasets import load_dataset
 from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.export import build_onnx, onnx_session, pack_codes, to_integer
 from coarsegrad.export.agreement import agreement, engine_outputs, onnx_outputs
+from coarsegrad.export.layer_agreement import layer_agreement
+from coarsegrad.export.onnx_lenet import build_lenet_onnx
 from coarsegrad.io.checkpoint import load_checkpoint, save_checkpoint
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
+from coarsegrad.io.runs import load_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mnist_runs import mnist_mlp_run  # noqa: E402
+from _mnist_runs import mnist_lenet_run, mnist_mlp_run  # noqa: E402
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--model", choices=("mlp", "lenet5"), default="mlp")
+    p.add_argument("--hidden", type=int, default=512, help="MLP hidden units")
     p.add_argument("--bits", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=None, help="(default: 2 for mlp, 1 for lenet5)")
+    p.add_argument("--lr", type=float, default=0.05, help="LeNet-5 momentum SGD learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="runs/export")
@@ -41,6 +52,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()
+    if args.model == "lenet5":
+        lenet_main(args, 1 if args.epochs is None else args.epochs, started)
+        return
+    args.epochs = 2 if args.epochs is None else args.epochs
     run_dir = mnist_mlp_run(Path(args.runs) / f"mnist-mlp{args.hidden}-b{args.bits}-e{args.epochs}-s{args.seed}",
                             args.hidden, args.bits, args.epochs, args.seed)
     model, header = load_checkpoint(run_dir / "model.safetensors")
@@ -74,6 +89,64 @@ def main() -> None:
     atomic_write_json(out / "agreement.json", record)
     atomic_write_text(out / "agreement.md", render(record))
     print(render(record))
+
+
+def lenet_main(args: argparse.Namespace, epochs: int, started: float) -> None:
+    run_dir = mnist_lenet_run(Path(args.runs) / f"mnist-lenet5-b{args.bits}-e{epochs}-lr{args.lr:g}-s{args.seed}",
+                              args.bits, epochs, args.seed, args.lr)
+    model, config = load_run(run_dir)
+    splits = prepare_dataset("mnist")
+    session = onnx_session(build_lenet_onnx(model, with_preact=True), threads=args.threads)
+    report = layer_agreement(model, session, splits.x_test.numpy(), (784,), splits.y_test.numpy())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    record = {"command": " ".join(["python"] + sys.argv), "run": str(run_dir), "run_summary": summary,
+              "run_config": config, "data": splits.record(), "env": environment(),
+              "seconds": time.time() - started, **report}
+    out = Path(args.out)
+    atomic_write_json(out / "agreement_lenet5.json", record)
+    atomic_write_text(out / "agreement_lenet5.md", render_lenet(record))
+    print(render_lenet(record))
+
+
+def render_lenet(r: dict) -> str:
+    t = r["run_config"]["train"]
+    lines = [
+        "# LeNet-5 export agreement on the MNIST test set",
+        "",
+        f"Model: LeNet-5 (conv 20, conv 50, fc 500; batch-norm folded into the Conv/Gemm before it), "
+        f"{r['run_config']['model']['bits']}-bit codes, trained {t['epochs']} epoch(s), {t['optimizer']} lr {t['lr']}, "
+        f"batch {t['batch_size']}, seed {t['seed']} (run `{r['run']}`). Command: `{r['command']}`; machine: "
+        f"{r['env']['platform']}, {r['env']['cpu_count']} CPUs, torch {r['env']['torch']}. PyTorch against "
+        f"onnxruntime on {r['samples']} images; definitions in `coarsegrad.export.layer_agreement`.",
+        "",
+        "| site | module | layer | codes | codes differ | near a threshold | downstream | unexplained |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in r["sites"]:
+        lines.append(f"| {s['site']} | {s['module']} | {s['layer']} | {s['codes_total']:,} | {s['code_disagree']} | "
+                     f"{s['near_threshold']} | {s['downstream']} | {s['unexplained']} |")
+    acc = r["accuracy"]
+    lines += [
+        "",
+        f"Predictions differ on {r['pred_disagree']} of {r['samples']} images "
+        f"({r['pred_disagree_with_code_disagree']} of them with a code difference). "
+        f"Test accuracy: PyTorch {acc['torch']:.4%}, onnxruntime {acc['onnx']:.4%}.",
+        "",
+    ]
+    if r["differing_codes"]:
+        lines += ["Differing codes (first 40; all listed up to 1000 in the JSON): site, image, unit, PyTorch z, "
+                  "onnxruntime z, distance of PyTorch's z to the nearest threshold, rounding bound tol.", "",
+                  "| site | image | unit | z torch | z onnx | distance | tol | class |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for d in r["differing_codes"][:40]:
+            tol = "—" if d["tolerance"] is None else f"{d['tolerance']:.3g}"
+            lines.append(f"| {d['site']} | {d['sample']} | {d['unit']} | {d['z_torch']:.9g} | {d['z_onnx']:.9g} | "
+                         f"{d['distance_to_threshold']:.3g} | {tol} | {d['class']} |")
+        lines.append("")
+    for p in r["differing_predictions"]:
+        lines.append(f"- image {p['sample']}: PyTorch {p['torch']}, onnxruntime {p['onnx']}; code difference in "
+                     f"that image: {p['has_code_disagree']}; PyTorch's top-two logit gap {p['top2_gap_torch']:.3g}.")
+    return "\n".join(lines + [""])
 
 
 def render(r: dict) -> str:

@@ -6,6 +6,8 @@
     im.predict(x), im.codes(x)                        # NumPy only
     packed = cg.export.pack_codes(codes, bits)        # 8/w codes per byte
     cg.export.to_onnx(model, "model.onnx")            # needs the 'export' extra (LeNet5 too)
+    cg.export.to_onnx(my_net, "net.onnx", input_shape=(1, 28, 28))   # any traceable model
+    cg.export.layer_agreement(my_net, cg.export.onnx_session(p), x, (1, 28, 28))  # per layer
     cg.export.save_integer(path, im), cg.export.load_integer(path)
 
 ``onnx`` and ``onnxruntime`` are imported only inside the functions that use them.
@@ -13,12 +15,15 @@
 
 from coarsegrad.export.integer import IntegerModel, threshold_codes, thresholds, to_integer
 from coarsegrad.export.integer_io import load_integer, save_integer
+from coarsegrad.export.layer_agreement import layer_agreement
 from coarsegrad.export.onnx_graph import build_onnx, onnx_session, run_onnx, to_onnx
 from coarsegrad.export.onnx_lenet import build_lenet_onnx
+from coarsegrad.export.onnx_traced import build_traced_onnx
 from coarsegrad.export.packing import pack_codes, packed_size, packed_width, unpack_codes
 
 __all__ = [
-    "IntegerModel", "build_lenet_onnx", "build_onnx", "load_integer", "onnx_session", "pack_codes", "packed_size",
+    "IntegerModel", "build_lenet_onnx", "build_onnx", "build_traced_onnx", "layer_agreement",
+    "load_integer", "onnx_session", "pack_codes", "packed_size",
     "packed_width", "run_onnx", "save_integer", "threshold_codes", "thresholds", "to_integer", "to_onnx",
     "unpack_codes",
 ]

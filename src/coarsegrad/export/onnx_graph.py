@@ -30,6 +30,7 @@ from torch import nn
 
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.export.integer import IntegerModel, to_integer
+from coarsegrad.quant.autograd import QuantReLU
 from coarsegrad.quant.spec import ActQuant
 
 OPSET = 17
@@ -71,23 +72,24 @@ class _Graph:
         return out
 
 
-def _staircase(g: _Graph, z: str, quant: ActQuant, in_alpha_units: bool, exact: bool) -> str:
+def _staircase(g: _Graph, z: str, quant: ActQuant, in_alpha_units: bool, exact: bool, tag: str = "") -> str:
     """Codes of ``z`` (float): edges fl((j+o)α) of ``quant``, or the integers j when
-    ``in_alpha_units`` (int8: α and o folded into the first layer)."""
+    ``in_alpha_units`` (int8: α and o folded into the first layer). Constants are named by
+    role + ``tag`` (one tag per spec when a graph holds several)."""
     f32 = np.float32
-    zero, top = g.const("zero", np.array(0.0, f32)), g.const("levels", np.array(quant.levels, f32))
+    zero, top = g.const(f"zero{tag}", np.array(0.0, f32)), g.const(f"levels{tag}", np.array(quant.levels, f32))
     if in_alpha_units:
         return g.op("Clip", g.op("Ceil", z), zero, top)
-    a = g.const("alpha", np.array(quant.alpha, dtype=f32))
+    a = g.const(f"alpha{tag}", np.array(quant.alpha, dtype=f32))
     scaled = g.op("Div", z, a)
     if quant.offset:
-        scaled = g.op("Sub", scaled, g.const("offset", np.array(quant.offset, f32)))
+        scaled = g.op("Sub", scaled, g.const(f"offset{tag}", np.array(quant.offset, f32)))
     k0 = g.op("Ceil", scaled)
     if exact:
         float_t = g.onnx.TensorProto.FLOAT
-        below = g.const("below", np.array(1.0 - quant.offset, f32))
+        below = g.const(f"below{tag}", np.array(1.0 - quant.offset, f32))
         too_high = g.op("GreaterOrEqual", g.op("Mul", g.op("Sub", k0, below), a), z)
-        upper = k0 if not quant.offset else g.op("Add", k0, g.const("offset_up", np.array(quant.offset, f32)))
+        upper = k0 if not quant.offset else g.op("Add", k0, g.const(f"offset_up{tag}", np.array(quant.offset, f32)))
         too_low = g.op("Less", g.op("Mul", upper, a), z)
         k0 = g.op("Add", g.op("Sub", k0, g.op("Cast", too_high, to=float_t)), g.op("Cast", too_low, to=float_t))
     return g.op("Clip", k0, zero, top)
@@ -137,33 +139,33 @@ def to_onnx(
 ) -> Path:
     """Write ``model`` (a network or its :func:`to_integer` form) as ONNX to ``path``.
 
-    Outputs ``logits``; with ``with_codes`` also ``codes`` (uint8) and ``preact``
-    (float32 pre-activations). Int8 networks: pass ``to_integer(model, weights="int8",
-    input_range=...)``. A :class:`~coarsegrad.models.networks.LeNet5` is written by
-    :func:`coarsegrad.export.onnx_lenet.build_lenet_onnx` (``preact1..3`` instead of codes).
-    An ``nn.Sequential`` (e.g. from :func:`coarsegrad.quantize_model`) is written by
-    :func:`coarsegrad.export.onnx_sequential.build_sequential_onnx` and needs
-    ``input_shape`` (per sample, e.g. ``(1, 28, 28)``). The write is atomic.
+    A TwoLayerNet or quantized MLP goes through its integer form: outputs ``logits``;
+    with ``with_codes`` also ``codes`` (uint8) and ``preact`` (float32 pre-activations).
+    Int8 networks: pass ``to_integer(model, weights="int8", input_range=...)``. A
+    :class:`~coarsegrad.models.networks.LeNet5` is written by
+    :func:`coarsegrad.export.onnx_lenet.build_lenet_onnx`. Any other model (a class of
+    your own made by :func:`coarsegrad.quantize_model`, an ``nn.Sequential``) is traced by
+    :func:`coarsegrad.export.onnx_traced.build_traced_onnx` and needs ``input_shape`` (per
+    sample, e.g. ``(1, 28, 28)``). For these two, ``with_codes`` adds ``preact1..k``, the
+    inputs of the k QuantReLU calls. The write is atomic.
     """
     from coarsegrad.io.records import atomic_write_bytes
-    from coarsegrad.models.networks import LeNet5
+    from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
 
-    if isinstance(model, LeNet5):
+    if isinstance(model, IntegerModel) or (isinstance(model, (TwoLayerNet, MLP)) and isinstance(model.act, QuantReLU)):
+        integer = model if isinstance(model, IntegerModel) else to_integer(model)
+        proto = build_onnx(integer, with_codes=with_codes, exact=exact)
+    elif type(model) is LeNet5:
         from coarsegrad.export.onnx_lenet import build_lenet_onnx
 
         proto = build_lenet_onnx(model, with_codes=with_codes, exact=exact)
-        atomic_write_bytes(Path(path), proto.SerializeToString())
-        return Path(path)
-    if isinstance(model, nn.Sequential):
-        from coarsegrad.export.onnx_sequential import build_sequential_onnx
+    else:
+        from coarsegrad.export.onnx_traced import build_traced_onnx
 
         if input_shape is None:
-            raise ConfigError("input_shape", "ONNX export of an nn.Sequential needs input_shape (per sample)")
-        proto = build_sequential_onnx(model, input_shape, exact=exact)
-        atomic_write_bytes(Path(path), proto.SerializeToString())
-        return Path(path)
-    integer = model if isinstance(model, IntegerModel) else to_integer(model)
-    proto = build_onnx(integer, with_codes=with_codes, exact=exact)
+            raise ConfigError("input_shape", f"ONNX export of a {type(model).__name__} needs input_shape "
+                              "(per sample, e.g. (1, 28, 28))")
+        proto = build_traced_onnx(model, input_shape, exact=exact, with_preact=with_codes)
     path = Path(path)
     atomic_write_bytes(path, proto.SerializeToString())
     return path
