@@ -10,7 +10,7 @@ X ∈ R^{R×N×d}, W ∈ R^{R×H×d}, and one step of every run is::
     h = X Wᵀ                                   bmm,            [R, N, H]
     c = codes(h),  m = μ′(h)                   the library kernels (EagerQuantizer of the spec)
     S[r, n, k] = Σ_j c[r, n, k·m + j]          exact integer code sums per class
-    o = α·S,  ℓ_r = mean_n CE(o_rn, y_rn)      logits σ(h)Vᵀ and loss
+    o = α_r·S,  ℓ_r = mean_n CE(o_rn, y_rn)    logits σ(h)Vᵀ and loss
     g = (η_r / N)·(softmax(o) − onehot(y))     [R, N, K]
     dh[r, n, u] = g[r, n, class(u)]·m[r, n, u] coarse gradient through σ (σ′ := μ′)
     W ← W − dhᵀ X                              baddbmm
@@ -20,24 +20,36 @@ which is :func:`coarsegrad.training.loop.train` with plain SGD, a constant step,
 full batch and ``log_every=1``: the accuracy and loss are those before the step's
 update; a run stops (and is not updated) at the first step with 100% training
 accuracy (argmax, ties to the lower class as ``torch.argmax``) or a non-finite loss,
-else after ``steps`` updates. Runs sharing a quantizer are grouped into blocks of at
-most ``block_runs`` runs (one codes/μ′ call per block, the [runs, N, H] buffers
-small enough to stay in cache); a block drops its finished runs at once, so finished
-runs cost nothing. The per-class sum of codes is exact in floating point, so
-o = α·S can differ from train's float matmul σVᵀ by rounding only, which matters
-only when two classes tie exactly (see tests/training/test_batched.py).
+else after ``steps`` updates.
+
+Layout. Runs are sorted by (μ′ ≡ 1 or not, quantizer, mirrored or not) and cut into
+blocks of at most ``block_runs`` runs; a block runs every step as one program, with
+one kernel call per *segment* (consecutive runs sharing a quantizer and mirroring)
+and every other op (class sums, softmax, loss, accuracy, the update) over the whole
+block. A block drops its finished runs at the end of the step that finishes them
+(after recording their weights), and two neighbouring blocks that fit in
+``block_runs`` together merge, so late steps run few, full blocks. A run is
+*mirrored* when its rows, cut into K chunks of 2s, have each chunk's second half
+equal to minus its first (the ``pairs`` data: x and −x): then h = X Wᵀ needs only
+the first halves, h(−x) = −h(x) exactly (negation commutes with every rounding), so
+the forward product halves with the same bits. The per-class sum of codes is exact
+in floating point, so o = α·S can differ from train's float matmul σVᵀ by rounding
+only, which matters only when two classes tie exactly (see tests/training/test_batched.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.quant.kernels import BLOCK_ELEMENTS, EagerQuantizer
 from coarsegrad.quant.spec import ActQuant
+
+_ROWS = ("ids", "X", "Xhalf", "y", "W", "lr", "alpha", "onehot", "acc", "loss", "first")
+"""The per-run tensors of a block (dim 0 = run)."""
 
 
 @dataclass
@@ -54,46 +66,74 @@ class BatchedResult:
     weights: torch.Tensor
 
 
-@dataclass
 class _Block:
-    """Runs sharing one quantizer: their rows of X, y, W, η, their run ids, and the
-    metrics of their last evaluated step (acc, loss; first perfect step or −1)."""
+    """Consecutive runs of the sorted order: their rows of X (and first halves ``Xhalf``
+    of mirrored rows), y, W, η, α, run ids, kernel and mirroring, and the metrics of
+    their last evaluated step (acc, loss; first perfect step or −1)."""
 
-    quant: ActQuant
-    kernel: EagerQuantizer
-    ids: torch.Tensor
-    X: torch.Tensor
-    y: torch.Tensor
-    W: torch.Tensor
-    lr: torch.Tensor
-    units: int
-    onehot: torch.Tensor = field(init=False)
-    tiebreak: torch.Tensor = field(init=False)
-    acc: torch.Tensor = field(init=False)
-    loss: torch.Tensor = field(init=False)
-    first: torch.Tensor = field(init=False)
-
-    def __post_init__(self) -> None:
-        runs = self.ids.numel()
-        self.onehot = torch.nn.functional.one_hot(self.y, self.W.shape[1] // self.units).to(self.X.dtype).transpose(1, 2).contiguous()
-        self.acc = torch.zeros(runs, dtype=torch.float64)
+    def __init__(self, rows: dict[str, torch.Tensor], kernels: list[EagerQuantizer], mirrored: list[bool],
+                 units: int) -> None:
+        self.ids, self.X, self.Xhalf, self.y, self.W, self.lr, self.alpha, self.onehot, self.acc, self.loss, \
+            self.first = (rows[name] for name in _ROWS)
+        self.kernels, self.mirrored, self.units = kernels, mirrored, units
         classes = self.onehot.shape[1]
         self.tiebreak = torch.arange(classes - 1, -1, -1, dtype=self.X.dtype).view(1, classes, 1)
-        self.loss = torch.full((runs,), math.nan, dtype=torch.float64)
-        self.first = torch.full((runs,), -1, dtype=torch.int64)
+        self._segment()
+
+    @classmethod
+    def start(cls, X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, ids: torch.Tensor, lr: torch.Tensor,
+              kernels: list[EagerQuantizer], mirrored: list[bool], units: int) -> _Block:
+        runs, classes = ids.numel(), W.shape[1] // units
+        Xr = X[ids].contiguous()
+        half = Xr.new_empty(runs, 0, Xr.shape[2])  # the same shape in every block, so blocks merge
+        if Xr.shape[1] % (2 * classes) == 0:
+            half = Xr.view(runs, classes, 2, -1, Xr.shape[2])[:, :, 0].reshape(runs, -1, Xr.shape[2])
+        rows = {"ids": ids, "X": Xr, "Xhalf": half.contiguous(),
+                "y": y[ids].contiguous(), "W": W[ids].detach().clone(), "lr": lr[ids],
+                "alpha": torch.tensor([k.alpha for k in kernels], dtype=X.dtype).view(runs, 1, 1),
+                "onehot": torch.nn.functional.one_hot(y[ids], classes).to(X.dtype).transpose(1, 2).contiguous(),
+                "acc": torch.zeros(runs, dtype=torch.float64),
+                "loss": torch.full((runs,), math.nan, dtype=torch.float64),
+                "first": torch.full((runs,), -1, dtype=torch.int64)}
+        return cls(rows, kernels, mirrored, units)
+
+    def _segment(self) -> None:
+        """segments: (kernel, start, stop, mirrored) of maximal equal runs; ``split``:
+        the first run with μ′ ≡ 1 (those come last)."""
+        self.segments: list[tuple[EagerQuantizer, int, int, bool]] = []
+        for r, (kernel, mirrored) in enumerate(zip(self.kernels, self.mirrored, strict=True)):
+            last = self.segments[-1] if self.segments else None
+            if last is not None and last[0] is kernel and last[3] == mirrored:
+                self.segments[-1] = (kernel, last[1], r + 1, mirrored)
+            else:
+                self.segments.append((kernel, r, r + 1, mirrored))
+        self.split = next((r for r, k in enumerate(self.kernels) if k.mode == "all"), len(self.kernels))
+
+    def merge(self, other: _Block) -> _Block:
+        rows = {name: torch.cat([getattr(self, name), getattr(other, name)]) for name in _ROWS}
+        return _Block(rows, self.kernels + other.kernels, self.mirrored + other.mirrored, self.units)
 
     def step(self, t: int, stop_at_perfect: bool, out: BatchedResult, work: list[torch.Tensor]) -> bool:
         """Step ``t`` of every run in the block (evaluate, then update the runs that go on);
         record and drop the runs that stop; False when none is left. ``work``: five
-        [≥ runs, N, H] buffers shared by the blocks."""
+        [≥ runs, N, H] buffers and one [≥ runs, N/2, H] shared by the blocks."""
         runs, n = self.X.shape[0], self.X.shape[1]
-        h, codes, scratch, scratch2, factor = (w[:runs] for w in work)
-        torch.bmm(self.X, self.W.transpose(1, 2), out=h)
-        m = self._factor(h, factor)  # before the kernel may clamp h
-        self.kernel.forward(h, codes, scratch, need_factor=False)
+        h, codes, scratch, dh, factor, half = (w[:runs] for w in work)
+        factors: list[torch.Tensor | None] = []
+        for kernel, a, b, mirrored in self.segments:
+            if mirrored:  # h(−x) = −h(x): the product of the first halves, then its negation
+                p = torch.bmm(self.Xhalf[a:b], self.W[a:b].transpose(1, 2), out=half[a:b])
+                p, v = p.view(b - a, -1, 1, p.shape[1] // self.onehot.shape[1], p.shape[2]), h[a:b]
+                v = v.view(p.shape[0], p.shape[1], 2, p.shape[3], p.shape[4])
+                v[:, :, :1].copy_(p)
+                torch.neg(p, out=v[:, :, 1:])
+            else:
+                torch.bmm(self.X[a:b], self.W[a:b].transpose(1, 2), out=h[a:b])
+            factors.append(_factor(kernel, h[a:b], factor[a:b]))  # before the kernel may clamp h
+            kernel.forward(h[a:b], codes[a:b], scratch[a:b], need_factor=False)
         # [runs, K, N]: classes first, so the reductions over K run along N
         sums = codes.view(runs, n, -1, self.units).sum(-1).transpose(1, 2).contiguous()
-        logp = torch.log_softmax(sums * self.quant.alpha, 1)
+        logp = torch.log_softmax(sums * self.alpha, 1)
         self.loss = -(logp * self.onehot).sum(1).mean(-1, dtype=torch.float64)
         # argmax with ties to the lower class, as torch.argmax (slow over a dim of 4): the
         # integer key K·S_k + (K − 1 − k) has a unique maximum at that class
@@ -103,39 +143,30 @@ class _Block:
         done = ~torch.isfinite(self.loss)
         if stop_at_perfect:
             done |= self.acc == 1.0
-        if bool(done.any()):
-            self.finish(done, t, out)
+        finished = bool(done.any())
+        if finished:
+            self.finish(done, t, out)  # their weights before this step's update, which is wasted on them
+        g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))
+        s = self.split
+        if s:
+            dh = dh[:s]
+            dh.view(s, n, -1, self.units).copy_(g[:s].transpose(1, 2).unsqueeze(-1).expand(-1, -1, -1, self.units))
+            for (kernel, a, b, _), m in zip(self.segments, factors, strict=True):
+                if a < s:
+                    kernel.backward(dh[a:b], h[a:b], m)
+            self.W[:s].baddbmm_(dh.transpose(1, 2), self.X[:s], alpha=-1.0)
+        if s < runs:  # μ′ = 1: dh repeats g over each class's units, so dhᵀX = (gX) repeated
+            self.W[s:].view(runs - s, -1, self.units, self.W.shape[2]).sub_(torch.bmm(g[s:], self.X[s:]).unsqueeze(2))
+        if finished:
             keep = (~done).nonzero().squeeze(1)
             if keep.numel() == 0:
                 return False
-            for name in ("ids", "X", "y", "W", "lr", "onehot", "acc", "loss", "first"):
+            for name in _ROWS:
                 setattr(self, name, getattr(self, name).index_select(0, keep))
-            runs = keep.numel()
-            logp = logp[keep]
-            if m is None:  # the backward reads h
-                h = torch.index_select(h, 0, keep, out=scratch2[:runs])
-            else:
-                m = m[keep]
-        g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))
-        if self.kernel.mode == "all":  # μ′ = 1: dh repeats g over each class's units, so dhᵀX = (gX) repeated
-            self.W.view(runs, -1, self.units, self.W.shape[2]).sub_(torch.bmm(g, self.X).unsqueeze(2))
-            return True
-        dh = scratch[:runs]
-        dh.view(runs, n, -1, self.units).copy_(g.transpose(1, 2).unsqueeze(-1).expand(-1, -1, -1, self.units))
-        dh = self.kernel.backward(dh, h, m)
-        self.W.baddbmm_(dh.transpose(1, 2), self.X, alpha=-1.0)
+            kept = keep.tolist()
+            self.kernels, self.mirrored = [self.kernels[r] for r in kept], [self.mirrored[r] for r in kept]
+            self._segment()
         return True
-
-    def _factor(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
-        """m = μ′(h) into ``out`` when the kernel's backward needs it (None: it reads h), by
-        runs of about BLOCK_ELEMENTS elements so the STE's temporaries stay in cache (2×
-        faster for log_tailed_relu than one call on the whole block)."""
-        if self.kernel.mode:
-            return None
-        rows = max(1, BLOCK_ELEMENTS // max(1, h[0].numel()))
-        for start in range(0, h.shape[0], rows):
-            out[start:start + rows].copy_(self.kernel.factor(h[start:start + rows]))
-        return out
 
     def finish(self, done: torch.Tensor, steps_run: int, out: BatchedResult) -> None:
         """Write the results of the runs where ``done`` (all of them after the last step)."""
@@ -148,6 +179,28 @@ class _Block:
                 continue
             out.train_acc[run], out.loss[run] = float(self.acc[r]), float(self.loss[r])
             out.perfect_step[run] = int(self.first[r]) if int(self.first[r]) >= 0 else None
+
+
+def _factor(kernel: EagerQuantizer, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
+    """m = μ′(h) into ``out`` when the kernel's backward needs it (None: it reads h), by
+    runs of about BLOCK_ELEMENTS elements so the STE's temporaries stay in cache (2×
+    faster for log_tailed_relu than one call on the whole block)."""
+    if kernel.mode:
+        return None
+    rows = max(1, BLOCK_ELEMENTS // max(1, h[0].numel()))
+    for start in range(0, h.shape[0], rows):
+        out[start:start + rows].copy_(kernel.factor(h[start:start + rows]))
+    return out
+
+
+def mirrored_runs(X: torch.Tensor, num_classes: int) -> list[bool]:
+    """Per run of X [R, N, d]: True when N = K·2s and every chunk of 2s rows is
+    [x_1..x_s, −x_1..−x_s] (the ``pairs`` data), so h(−x) = −h(x) halves the product."""
+    runs, n = X.shape[0], X.shape[1]
+    if n == 0 or n % (2 * num_classes):
+        return [False] * runs
+    v = X.view(runs, num_classes, 2, -1, X.shape[2])
+    return torch.eq(v[:, :, 1], -v[:, :, 0]).flatten(1).all(1).tolist()
 
 
 def train_batched(
@@ -169,24 +222,39 @@ def train_batched(
     units = W.shape[1] // num_classes
     result = BatchedResult([None] * runs, [steps] * runs, [0.0] * runs, [math.nan] * runs, [None] * runs,
                            W.detach().clone())
-    blocks: list[_Block] = []
     rates = torch.tensor(lr, dtype=X.dtype)
-    kernels = {q: EagerQuantizer(q, X.dtype) for q in dict.fromkeys(quants)}
-    width = min(block_runs, max(sum(q == p for p in quants) for q in kernels))
+    order = list(dict.fromkeys(quants))
+    kernels = {q: EagerQuantizer(q, X.dtype) for q in order}
+    mirrored = mirrored_runs(X, num_classes)
+    ranked = sorted(range(runs), key=lambda r: (kernels[quants[r]].mode == "all", order.index(quants[r]),
+                                                 not mirrored[r], r))
+    blocks = [_Block.start(X, y, W, torch.tensor(chunk), rates, [kernels[quants[r]] for r in chunk],
+                           [mirrored[r] for r in chunk], units)
+              for chunk in (ranked[i:i + block_runs] for i in range(0, runs, block_runs))]
+    width = min(block_runs, runs)
     work = [torch.empty(width, X.shape[1], W.shape[1], dtype=X.dtype) for _ in range(5)]
-    for quant in dict.fromkeys(quants):
-        ids = [i for i, q in enumerate(quants) if q == quant]
-        for start in range(0, len(ids), block_runs):
-            chunk = torch.tensor(ids[start:start + block_runs])
-            blocks.append(_Block(quant, kernels[quant], chunk, X[chunk].contiguous(), y[chunk].contiguous(),
-                                 W[chunk].detach().clone(), rates[chunk], units))
+    work.append(torch.empty(width, X.shape[1] // 2, W.shape[1], dtype=X.dtype))
     with torch.no_grad():
         for t in range(steps):
+            before = len(blocks), [b.X.shape[0] for b in blocks]
             blocks = [b for b in blocks if b.step(t, stop_at_perfect, result, work)]
+            if (len(blocks), [b.X.shape[0] for b in blocks]) != before:
+                blocks = _pack(blocks, block_runs)
         for b in blocks:
             b.finish(torch.ones(b.ids.numel(), dtype=torch.bool), steps, result)
     return result
 
+
+def _pack(blocks: list[_Block], block_runs: int) -> list[_Block]:
+    """Merge neighbouring blocks while they fit in ``block_runs`` runs together (the
+    sorted order, hence the segments, is kept)."""
+    packed: list[_Block] = []
+    for b in blocks:
+        if packed and packed[-1].X.shape[0] + b.X.shape[0] <= block_runs:
+            packed[-1] = packed[-1].merge(b)
+        else:
+            packed.append(b)
+    return packed
 
 def _check_inputs(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, quants: list[ActQuant], lr: list[float],
                   steps: int, num_classes: int, block_runs: int) -> int:
