@@ -29,9 +29,11 @@ def test_trials_share_one_float_model_per_seed(tmp_path):
     saved = {kw["seed"]: kw["save_to"] for _, kw in floats}
     assert len(set(saved.values())) == 3 and all(kw["train_cfg"] == plan["float_init"] for _, kw in floats)
     for _, kw in quantized:
-        assert kw["bits"] == 2 and kw["train_cfg"]["lr"] == 0.1 and kw["train_cfg"]["epochs"] == 3
+        setting = "from_float" if kw["experiment"].endswith("from_float") else "scratch"
+        assert kw["bits"] == 2 and kw["train_cfg"] == plan[setting] and kw["train_cfg"]["lr"] == 0.1
         assert kw["init_from"] == (saved[kw["seed"]] if kw["experiment"].endswith("from_float") else None)
-    assert plan["float_init"] == rp.PLANS["full"]["lenet5"]["float_init"]  # "as the full plan's float init"
+    # the full lenet5 plan's float init, shortened to the ordering plan's length
+    assert plan["float_init"] == {**rp.PLANS["full"]["lenet5"]["float_init"], "epochs": plan["scratch"]["epochs"]}
     assert "lenet5-ordering" in rp.EXPERIMENTS and "lenet5-ordering" not in rp.default_experiments(True)
 
 
