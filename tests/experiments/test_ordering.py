@@ -61,6 +61,8 @@ def test_gaps_spread_and_verdict_against_hand_numbers():
     assert f"| from scratch | seed 0: -1.10, seed 1: -1.00 | -1.05 ± {stdev([-1.1, -1.0]):.2f} |" in table
     assert f"| from a float model | seed 0: -0.10, seed 1: +0.30 | {mean([-0.1, 0.3]):+.2f} ± 0.28 |" in table
     assert "Float baseline (plain ReLU, the from-float starting points, n=1): 99.00 ± 0.00." in table
+    rows[0]["diverged_step"] = 7  # scratch, identity, seed 0
+    assert "| identity | 98.10 ± 0.14 (n=2, 1 diverged) | 99.15 ± 0.21 (n=2) |" in ordering.ordering_markdown(rows)
 
 
 def test_verdict_with_one_seed_says_there_is_no_spread():

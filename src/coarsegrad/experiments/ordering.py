@@ -99,17 +99,25 @@ def setup_line(records: list[dict]) -> str:
     return "Setup — " + "; ".join(parts) + ".\n\n" if parts else ""
 
 
+def study_bits(records: list[dict]) -> int:
+    """The bit width of the study's quantized records."""
+    bits: int = next(r["bits"] for r in records if r["experiment"] in (EXPERIMENTS["scratch"], EXPERIMENTS["from_float"]))
+    return bits
+
+
 def ordering_markdown(records: list[dict]) -> str:
-    """The setup, mean ± std per STE × setting beside the ICLR 2019 column, the float row, the
-    per-seed gaps and the verdict sentence."""
-    bits = next(r["bits"] for r in records if r["experiment"] in (EXPERIMENTS["scratch"], EXPERIMENTS["from_float"]))
+    """The setup, mean ± std per STE × setting beside the ICLR 2019 column (``n``, and how many
+    runs diverged), the float row, the per-seed gaps and the verdict sentence."""
+    bits = study_bits(records)
     lines = ["| STE | " + " | ".join(SETTINGS.values()) + f" | {bits} bits (ICLR 2019) |",
              "| --- | " + " | ".join("---" for _ in SETTINGS) + " | --- |"]
     for ste in STES:
         cells = []
         for setting in SETTINGS:
-            accs = [r["test_acc"] for r in records if r["experiment"] == EXPERIMENTS[setting] and r["ste"] == ste]
-            cells.append(f"{mean_std(accs)} (n={len(accs)})")
+            group = [r for r in records if r["experiment"] == EXPERIMENTS[setting] and r["ste"] == ste]
+            diverged = sum(r.get("diverged_step") is not None for r in group)
+            cells.append(f"{mean_std([r['test_acc'] for r in group])} (n={len(group)}"
+                         f"{f', {diverged} diverged' if diverged else ''})")
         paper = ICLR2019_LENET5.get((ste, bits))
         lines.append(f"| {ste} | " + " | ".join(cells) + f" | {'–' if paper is None else f'{paper:.2f}'} |")
     floats = [r["test_acc"] for r in records if r["experiment"] == EXPERIMENTS["float"]]

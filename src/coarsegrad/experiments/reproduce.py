@@ -276,7 +276,8 @@ def write_report(records: list[dict], out: Path, env: dict, mode: str,
                          + report.accuracy_table(records, lenet, paper, record_name("lenet5_float", dataset)))
             report.plot_mnist_curves([r for r in records if r["experiment"] == lenet], out / f"{lenet}_curves.png")
     if any(r["experiment"] in ordering.EXPERIMENTS.values() for r in records):
-        parts.append("## MNIST, LeNet-5, 2 bits: the ICLR 2019 ordering (is identity behind?)\n\n"
+        parts.append(f"## MNIST, LeNet-5, {ordering.study_bits(records)} bits: the ICLR 2019 ordering "
+                     "(is identity behind?)\n\n"
                      + ordering.ordering_markdown(records))
     if theory:
         from coarsegrad.theory.summary import theory_summary
