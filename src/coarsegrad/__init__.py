@@ -8,7 +8,7 @@ for Non-linear Classification" (arXiv 2011.11256). Public API::
     cg.staircase(x, q)                    # σ(x) = α·c(x); ceil: α·clip(⌈x/α⌉, 0, 2^b − 1)
     cg.optimal_alpha(bits, "nearest")     # MSE-optimal step for a half-Gaussian input
     cg.get_ste("clipped_relu")            # identity | relu | clipped_relu | log_tailed_relu
-    cg.quantized_relu(x, q), cg.QuantReLU(q), cg.quantize_model(model, q)
+    cg.quantized_relu(x, q), cg.QuantReLU(q), cg.quantize_model(model, act=q, weight=None)
     cg.TwoLayerNet(..., quant=q), cg.MLP(...), cg.train(model, X, y, cg.TrainConfig(...))
     cg.load_dataset("mnist", "train")     # uint8 [N,28,28], int64 [N] from IDX files
     cg.prepare_dataset("mnist")           # both splits normalised, [N,784], on a device
@@ -33,11 +33,11 @@ from coarsegrad.models.networks import MLP, TwoLayerNet
 from coarsegrad.quant.autograd import (
     QuantReLU,
     StaircaseSTEFunction,
-    quantize_model,
     quantized_relu,
     staircase,
     staircase_codes,
 )
+from coarsegrad.quant.convert import QuantizeReport, quantize_model
 from coarsegrad.quant.monotone import is_monotone, monotone_violations
 from coarsegrad.quant.spec import ActQuant
 from coarsegrad.quant.staircase import optimal_alpha
@@ -56,7 +56,7 @@ __all__ = [
     "load_checkpoint", "load_dataset", "load_quantized_state", "load_run", "load_train_state", "MLP",
     "monotone_violations",
     "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "quantize_model", "quantized_relu",
-    "QuantReLU", "save_checkpoint", "save_quantized_state", "save_train_state", "staircase",
+    "QuantizeReport", "QuantReLU", "save_checkpoint", "save_quantized_state", "save_train_state", "staircase",
     "staircase_codes", "StaircaseSTEFunction", "STE", "ste_table", "synthetic_data", "train", "TrainConfig",
     "TrainingDiverged",
     "TrainState", "TwoLayerNet",

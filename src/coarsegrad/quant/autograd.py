@@ -120,17 +120,3 @@ class QuantReLU(nn.Module):
     def extra_repr(self) -> str:
         return self.quant.describe()
 
-
-def quantize_model(model: nn.Module, quant: ActQuant | int = 2, alpha: float | None = None,
-                   ste: str | STE = "clipped_relu", rounding: Rounding = "ceil") -> nn.Module:
-    """Replace every ``nn.ReLU`` submodule of ``model`` (in place) by a :class:`QuantReLU`
-    of ``quant``. Returns ``model``. Functional ``torch.relu`` calls inside ``forward``
-    are not modules and are left alone. Training it runs autograd through the fused
-    kernels (the fast step applies to the library's two-layer models only)."""
-    spec = as_quant(quant, alpha, ste, rounding)
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.ReLU):
-            setattr(model, name, QuantReLU(spec))
-        else:
-            quantize_model(child, spec)
-    return model
