@@ -169,7 +169,7 @@ def test_learned_act_gives_each_site_its_own_parameter(learn, gen):
     opt = torch.optim.SGD(out.parameters(), lr=0.1)
     F.cross_entropy(out(x), torch.randint(0, 3, (8,), generator=gen)).backward()
     opt.step()
-    assert any(p.item() != b for p, b in zip(params, before))
+    assert any(p.item() != b for p, b in zip(params, before, strict=True))
 
 
 def test_keep_float_and_argument_errors(gen):
