@@ -51,7 +51,8 @@ def effective_weight(w: torch.Tensor, spec: WeightQuant, relax_lambda: torch.Ten
     """ŵ of the module docstring for latent ``w``, with the straight-through gradient."""
     q = project(w, spec)
     if spec.method == "ste" and spec.clip is not None:
-        return _MaskedStraightThrough.apply(w, q, spec.clip)
+        out: torch.Tensor = _MaskedStraightThrough.apply(w, q, spec.clip)  # type: ignore[no-untyped-call]
+        return out
     if spec.method == "binaryrelax" and training:
         # (λQ + u)/(λ + 1) = lerp(u, Q, c), c = λ/(λ + 1); c = 1 (hard phase) gives Q exactly
         lam = relax_lambda.to(w.dtype)
@@ -60,28 +61,35 @@ def effective_weight(w: torch.Tensor, spec: WeightQuant, relax_lambda: torch.Ten
     return w + (q - w).detach()
 
 
-def _prepare(module: nn.Module, spec: WeightQuant) -> None:
-    """Attach the spec and the BinaryRelax buffers (λ = lam0; hard from the start when
-    ``hard_after`` is 0)."""
+def _check_spec(spec: object) -> WeightQuant:
+    """``spec`` if it is a WeightQuant with a statistics step (the only one these layers have)."""
     if not isinstance(spec, WeightQuant):
         raise ConfigError("weight_quant", f"must be a WeightQuant, got {type(spec).__name__}")
     if spec.step != "stat":
         raise ConfigError("step", f"{spec.step!r} weight steps are not provided by QuantLinear/QuantConv2d yet")
-    module.weight_quant = spec
-    device = module.weight.device  # type: ignore[union-attr]
-    module.register_buffer("relax_lambda", torch.tensor(spec.lam0, dtype=torch.float64, device=device))
-    module.register_buffer("relax_hard", torch.tensor(spec.hard_after == 0, device=device))
+    return spec
+
+
+def _relax_buffers(spec: WeightQuant, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The BinaryRelax buffers at the start: λ = lam0 (float64), hard iff ``hard_after`` is 0."""
+    return (torch.tensor(spec.lam0, dtype=torch.float64, device=device),
+            torch.tensor(spec.hard_after == 0, device=device))
 
 
 class QuantLinear(nn.Linear):
     """nn.Linear whose forward uses the effective weight ŵ of ``weight_quant`` (module doc)."""
 
     weight_quant: WeightQuant
+    relax_lambda: torch.Tensor
+    relax_hard: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  weight_quant: WeightQuant, device: Any = None, dtype: Any = None) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        _prepare(self, weight_quant)
+        self.weight_quant = _check_spec(weight_quant)
+        lam, hard = _relax_buffers(self.weight_quant, self.weight.device)
+        self.register_buffer("relax_lambda", lam)
+        self.register_buffer("relax_hard", hard)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, spec: WeightQuant) -> QuantLinear:
@@ -92,7 +100,7 @@ class QuantLinear(nn.Linear):
                     weight_quant=spec, device=w.device, dtype=w.dtype)
         with torch.no_grad():
             layer.weight.copy_(w)
-            if linear.bias is not None:
+            if linear.bias is not None and layer.bias is not None:
                 layer.bias.copy_(linear.bias)
         return layer
 
@@ -113,14 +121,19 @@ class QuantConv2d(nn.Conv2d):
     per-channel scales are per output channel."""
 
     weight_quant: WeightQuant
+    relax_lambda: torch.Tensor
+    relax_hard: torch.Tensor
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", *, weight_quant: WeightQuant, device: Any = None,
+                 padding_mode: Any = "zeros", *, weight_quant: WeightQuant, device: Any = None,
                  dtype: Any = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device=device, dtype=dtype)
-        _prepare(self, weight_quant)
+        self.weight_quant = _check_spec(weight_quant)
+        lam, hard = _relax_buffers(self.weight_quant, self.weight.device)
+        self.register_buffer("relax_lambda", lam)
+        self.register_buffer("relax_hard", hard)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, spec: WeightQuant) -> QuantConv2d:
@@ -132,7 +145,7 @@ class QuantConv2d(nn.Conv2d):
                     weight_quant=spec, device=w.device, dtype=w.dtype)
         with torch.no_grad():
             layer.weight.copy_(w)
-            if conv.bias is not None:
+            if conv.bias is not None and layer.bias is not None:
                 layer.bias.copy_(conv.bias)
         return layer
 
@@ -142,10 +155,11 @@ class QuantConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = effective_weight(self.weight, self.weight_quant, self.relax_lambda, self.relax_hard, self.training)
-        return self._conv_forward(x, w, self.bias)
+        out: torch.Tensor = self._conv_forward(x, w, self.bias)
+        return out
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, weight_quant=({self.weight_quant.describe()})"
+        return f"{super().extra_repr()}, weight_quant=({self.weight_quant.describe()})"  # type: ignore[no-untyped-call]
 
 
 QUANT_LAYERS = (QuantLinear, QuantConv2d)
