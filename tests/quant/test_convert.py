@@ -10,6 +10,7 @@ from torch import nn
 
 import coarsegrad as cg
 from coarsegrad.models.networks import LeNet5
+from coarsegrad.quant.weight_spec import WeightQuant
 from oracles import numpy_codes
 
 SPEC = cg.ActQuant(2, rounding="nearest")
@@ -188,3 +189,48 @@ def test_keep_float_and_argument_errors(gen):
     plain = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
     assert quiet(plain, act=None) is plain and type(plain[1]) is nn.ReLU  # nothing asked, nothing done
     assert isinstance(quiet(plain)[1], cg.QuantReLU) and plain[1].quant == cg.ActQuant(2)  # default: 2 bits
+
+
+def numpy_binary(w):
+    """Per-layer binary weights: mean|w|·sign(w) (Courbariaux et al. 2016 / XNOR-Net scale)."""
+    w = w.detach().numpy()
+    return np.abs(w).mean() * np.sign(w)
+
+
+def test_weights_of_the_mlp_become_binary_and_train(gen):
+    model = cg.MLP(7, 9, 10, bits=None, generator=gen)
+    w1, w2 = model.fc1.weight.detach().clone(), model.fc2.weight.detach().clone()
+    out, report = quiet(model, act=SPEC, weight=WeightQuant("binary"), report=True)
+    assert out is model and len(report.weights) == 2 and len(report.activations) == 1
+    assert type(model.fc1).__name__ == "QuantLinear" and torch.equal(model.fc1.weight, w1)  # latent = float
+    assert model.two_layer_form() is None  # quantized weights: autograd, not the fixed-α fast step
+    x = torch.randn(11, 7, generator=gen)
+    h = sigma(x @ torch.from_numpy(numpy_binary(w1)).T + model.fc1.bias, SPEC)
+    expected = torch.from_numpy(h) @ torch.from_numpy(numpy_binary(w2)).T + model.fc2.bias
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), expected, rtol=1e-5, atol=1e-5)
+    _one_step_changes_weights(model.train(), x, gen)
+
+
+def test_lenet5_weights_and_activations_with_first_and_last_kept_float(gen):
+    model = LeNet5(10, bits=None, channels=(3, 4), hidden=12, generator=gen)
+    wq = WeightQuant("uniform", bits=4, granularity="channel")
+    with pytest.warns(UserWarning, match=r"features\.0 \(Conv2d, kept\); classifier\.3 \(Linear, kept\)"):
+        out, report = cg.quantize_model(model, act=SPEC, weight=wq, keep_float=["features.0", "classifier.3"],
+                                        report=True)
+    kinds = [type(m).__name__ for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert kinds == ["Conv2d", "QuantConv2d", "QuantLinear", "Linear"] and len(report.weights) == 2
+    assert len(report.activations) == 3
+    conv = model.features[4]
+    codes = conv.quantized_weight() / conv.quantized_weight().abs().amax(dim=(1, 2, 3), keepdim=True)
+    assert all(len(torch.unique(c)) <= 15 for c in codes)  # ≤ 2^4 − 1 symmetric levels per channel
+    _one_step_changes_weights(model.train(), torch.randn(6, 784, generator=gen), gen)
+
+
+def test_other_weighted_layers_are_listed_and_bad_weight_spec_refused(gen):
+    model = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3, 2))
+    with pytest.warns(UserWarning, match=r"0 \(Conv1d, weight not quantized\)"):
+        cg.quantize_model(model, act=SPEC, weight=WeightQuant("ternary"))
+    assert type(model[3]).__name__ == "QuantLinear"
+    with pytest.raises(cg.ConfigError, match="weight"):
+        cg.quantize_model(nn.Sequential(nn.Linear(2, 2)), weight="binary")

@@ -30,7 +30,6 @@ clamps that are not a ReLU, other weighted layers when ``weight`` is given (Conv
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import numbers
 import warnings
 from collections.abc import Iterable
@@ -43,9 +42,11 @@ from torch import nn
 
 from coarsegrad.errors import ConfigError
 from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.quant.qlayers import QuantConv2d, QuantLinear
 from coarsegrad.quant.spec import ActQuant, as_quant
 from coarsegrad.quant.staircase import Rounding
 from coarsegrad.quant.ste import STE
+from coarsegrad.quant.weight_spec import WeightQuant
 
 _UNSET: Any = object()
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -90,12 +91,7 @@ def clip_spec(act: ActQuant, clip: float | None) -> ActQuant:
     return dataclasses.replace(act, alpha=float(clip) / act.levels)
 
 
-def _weight_layers() -> tuple[Any, Any]:
-    qlayers = importlib.import_module("coarsegrad.quant.qlayers")
-    return qlayers.QuantLinear, qlayers.QuantConv2d
-
-
-def _swap_modules(module: nn.Module, prefix: str, act: ActQuant | None, weight: Any,
+def _swap_modules(module: nn.Module, prefix: str, act: ActQuant | None, weight: WeightQuant | None,
                   keep: set[str], notes: _Notes) -> None:
     for name, child in list(module.named_children()):
         path, kind = f"{prefix}{name}", type(child).__name__
@@ -108,8 +104,7 @@ def _swap_modules(module: nn.Module, prefix: str, act: ActQuant | None, weight: 
             setattr(module, name, QuantReLU(clip_spec(act, child.max_val)))
             notes.activations.append(f"{path}: {kind} → QuantReLU (q_max = {child.max_val:g})")
         elif weight is not None and type(child) in (nn.Linear, nn.Conv2d):
-            qlinear, qconv = _weight_layers()
-            new = (qlinear if type(child) is nn.Linear else qconv).from_float(child, weight)
+            new = (QuantLinear if type(child) is nn.Linear else QuantConv2d).from_float(child, weight)
             setattr(module, name, new)
             notes.weights.append(f"{path}: {kind} → {type(new).__name__}")
         elif act is not None and isinstance(child, _FLOAT_ACTIVATIONS):
@@ -206,19 +201,19 @@ def _rewrite_functional(model: nn.Module, act: ActQuant, keep: set[str], notes: 
 @overload
 def quantize_model(model: nn.Module, quant: ActQuant | int = ..., alpha: float | None = ...,
                    ste: str | STE = ..., rounding: Rounding = ..., *, act: ActQuant | int | None = ...,
-                   weight: Any = ..., keep_float: Iterable[str] = ..., functional: bool = ...,
+                   weight: WeightQuant | None = ..., keep_float: Iterable[str] = ..., functional: bool = ...,
                    report: Literal[False] = ...) -> nn.Module: ...
 @overload
 def quantize_model(model: nn.Module, quant: ActQuant | int = ..., alpha: float | None = ...,
                    ste: str | STE = ..., rounding: Rounding = ..., *, act: ActQuant | int | None = ...,
-                   weight: Any = ..., keep_float: Iterable[str] = ..., functional: bool = ...,
+                   weight: WeightQuant | None = ..., keep_float: Iterable[str] = ..., functional: bool = ...,
                    report: Literal[True]) -> tuple[nn.Module, QuantizeReport]: ...
 def quantize_model(model: nn.Module, quant: ActQuant | int = _UNSET, alpha: float | None = None,
                    ste: str | STE = "clipped_relu", rounding: Rounding = "ceil", *,
-                   act: ActQuant | int | None = _UNSET, weight: Any = None, keep_float: Iterable[str] = (),
+                   act: ActQuant | int | None = _UNSET, weight: WeightQuant | None = None, keep_float: Iterable[str] = (),
                    functional: bool = True, report: bool = False) -> nn.Module | tuple[nn.Module, QuantizeReport]:
     """Quantize ``model``'s activations with ``act`` and its Linear/Conv2d weights with
-    ``weight`` (a ``WeightQuant``; None keeps weights float), as the module docstring lists.
+    ``weight`` (a :class:`WeightQuant`; None keeps weights float), as the module docstring lists.
 
     ``act`` defaults to ``ActQuant(2)``; ``act=None`` keeps activations float. The older
     positional form ``quantize_model(model, quant, alpha, ste, rounding)`` still works
@@ -233,6 +228,8 @@ def quantize_model(model: nn.Module, quant: ActQuant | int = _UNSET, alpha: floa
     elif alpha is not None or ste != "clipped_relu" or rounding != "ceil":
         raise ConfigError("act", "alpha/ste/rounding go with the positional quant; put them in the ActQuant")
     spec = None if act is None else as_quant(act, alpha, ste, rounding)
+    if weight is not None and not isinstance(weight, WeightQuant):
+        raise ConfigError("weight", f"must be a WeightQuant or None, got {type(weight).__name__}")
     if not isinstance(model, nn.Module):
         raise ConfigError("model", f"must be a torch.nn.Module, got {type(model).__name__}")
     keep = set(keep_float)
