@@ -34,7 +34,7 @@ import numbers
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +104,8 @@ def _swap_modules(module: nn.Module, prefix: str, act: ActQuant | None, weight: 
             setattr(module, name, QuantReLU(clip_spec(act, child.max_val)))
             notes.activations.append(f"{path}: {kind} → QuantReLU (q_max = {child.max_val:g})")
         elif weight is not None and type(child) in (nn.Linear, nn.Conv2d):
-            new = (QuantLinear if type(child) is nn.Linear else QuantConv2d).from_float(child, weight)
+            new: nn.Module = (QuantLinear.from_float(child, weight) if isinstance(child, nn.Linear)
+                              else QuantConv2d.from_float(cast(nn.Conv2d, child), weight))
             setattr(module, name, new)
             notes.weights.append(f"{path}: {kind} → {type(new).__name__}")
         elif act is not None and isinstance(child, _FLOAT_ACTIVATIONS):
