@@ -37,7 +37,7 @@ from coarsegrad.quant.autograd import (
     staircase,
     staircase_codes,
 )
-from coarsegrad.quant.convert import QuantizeReport, quantize_model
+from coarsegrad.quant.convert import QuantizeReport, freeze_learned, quantize_model
 from coarsegrad.quant.monotone import is_monotone, monotone_violations
 from coarsegrad.quant.spec import ActQuant
 from coarsegrad.quant.staircase import optimal_alpha
@@ -52,7 +52,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 
 __all__ = [
     "ActQuant", "BUILTIN_STES", "coarse_gradient", "ConfigError", "custom_ste", "DataError",
-    "DatasetSplits", "evaluate", "export", "get_ste", "History", "InputError", "is_monotone",
+    "DatasetSplits", "evaluate", "export", "freeze_learned", "get_ste", "History", "InputError", "is_monotone",
     "load_checkpoint", "load_dataset", "load_quantized_state", "load_run", "load_train_state", "MLP",
     "monotone_violations",
     "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "quantize_model", "quantized_relu",

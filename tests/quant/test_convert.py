@@ -234,3 +234,25 @@ def test_other_weighted_layers_are_listed_and_bad_weight_spec_refused(gen):
     assert type(model[3]).__name__ == "QuantLinear"
     with pytest.raises(cg.ConfigError, match="weight"):
         cg.quantize_model(nn.Sequential(nn.Linear(2, 2)), weight="binary")
+
+
+def test_freeze_learned_fixes_the_learned_values(gen):
+    lsq, pact = cg.ActQuant(2, rounding="nearest", learn="lsq"), cg.ActQuant(3, rounding="nearest", learn="pact")
+    model = nn.Sequential(nn.Linear(4, 6), cg.QuantReLU(lsq), nn.Sequential(nn.Linear(6, 6), cg.QuantReLU(pact)))
+    with torch.no_grad():
+        model[1].step.fill_(0.375)
+        model[2][1].clip.fill_(2.8)
+    x = torch.randn(64, 4, generator=gen)
+    with torch.no_grad():
+        learned = model(x)
+    assert cg.freeze_learned(model) is model
+    assert model[1].quant == cg.ActQuant(2, alpha=0.375, rounding="nearest", alpha_rule=lsq.alpha_rule)
+    assert model[2][1].quant.alpha == pytest.approx(2.8 / 7) and model[2][1].quant.learn is None
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.0.weight", "2.0.bias"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), learned, rtol=1e-6, atol=1e-6)  # no ties in random data
+    with torch.no_grad():
+        bad = cg.QuantReLU(lsq)
+        bad.step.fill_(-0.1)
+    with pytest.raises(cg.ConfigError, match="alpha"):
+        cg.freeze_learned(nn.Sequential(bad))

@@ -199,6 +199,23 @@ def _rewrite_functional(model: nn.Module, act: ActQuant, keep: set[str], notes: 
     return gm
 
 
+def freeze_learned(model: nn.Module) -> nn.Module:
+    """Replace (in place) every learned-step :class:`QuantReLU` by a fixed-α one with the
+    learned value: LSQ α = s, PACT α = a/L, rounding ``nearest``, ``learn=None`` (what the
+    exporters, the fast step and the theory code read). Returns ``model``. The fixed
+    staircase sends a tie x = (k + ½)α to the lower level where LSQ/PACT round half to
+    even, so the two agree everywhere but there. A step trained to ≤ 0 raises
+    ``ConfigError('alpha')``."""
+    for name, child in list(model.named_children()):
+        learn = child.quant.learn if isinstance(child, QuantReLU) else None
+        if isinstance(child, QuantReLU) and learn is not None:
+            value = float((child.step if learn == "lsq" else child.clip / child.quant.levels).detach())
+            setattr(model, name, QuantReLU(dataclasses.replace(child.quant, alpha=value, learn=None)))
+        else:
+            freeze_learned(child)
+    return model
+
+
 @overload
 def quantize_model(model: nn.Module, quant: ActQuant | int = ..., alpha: float | None = ...,
                    ste: str | STE = ..., rounding: Rounding = ..., *, act: ActQuant | int | None = ...,
