@@ -48,3 +48,25 @@ def test_fixed_alpha_files_hold_no_activation_tensors(tmp_path):
     tensors, _ = tensorfile.load(tmp_path / "fixed.safetensors")
     assert sorted(tensors) == sorted(fixed.state_dict())
     assert not any(k.startswith("1.") for k in tensors)
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.clamp(self.fc1(x), min=0, max=2.0))
+
+
+def test_functional_model_round_trips_into_a_converted_skeleton(tmp_path, gen):
+    """A forward rewritten by torch.fx loads into a skeleton converted the same way."""
+    spec = cg.ActQuant(2, rounding="nearest", learn="pact")
+    model = cg.quantize_model(Functional(), act=spec)
+    with torch.no_grad():
+        model.quant_relu_0.clip.fill_(1.5)
+    cg.save_quantized_state(tmp_path / "f.safetensors", model)
+    loaded = cg.load_quantized_state(cg.quantize_model(Functional(), act=spec), tmp_path / "f.safetensors")
+    assert loaded.quant_relu_0.clip.item() == 1.5
+    x = torch.randn(8, 4, generator=gen)
+    assert torch.equal(loaded(x), model.eval()(x))
