@@ -256,3 +256,4 @@ def test_freeze_learned_fixes_the_learned_values(gen):
         bad.step.fill_(-0.1)
     with pytest.raises(cg.ConfigError, match="alpha"):
         cg.freeze_learned(nn.Sequential(bad))
+

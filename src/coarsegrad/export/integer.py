@@ -39,6 +39,7 @@ from torch import nn
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.models.networks import MLP, TwoLayerNet
 from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.quant.convert import check_fixed
 from coarsegrad.quant.spec import ActQuant
 
 INT8_MAX = 127
@@ -228,6 +229,7 @@ def to_integer(
     """
     if weights not in ("float32", "int8"):
         raise ConfigError("weights", f"must be 'float32' or 'int8', got {weights!r}")
+    check_fixed(model)
     w, b, act, v, b2 = _first_layer(model)
     if not isinstance(act, QuantReLU):
         raise ConfigError("model", f"activation must be QuantReLU, got {type(act).__name__}")

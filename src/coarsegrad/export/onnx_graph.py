@@ -147,7 +147,10 @@ def to_onnx(
     """
     from coarsegrad.io.records import atomic_write_bytes
     from coarsegrad.models.networks import LeNet5
+    from coarsegrad.quant.convert import check_fixed
 
+    if isinstance(model, nn.Module):
+        check_fixed(model)
     if isinstance(model, LeNet5):
         from coarsegrad.export.onnx_lenet import build_lenet_onnx
 

@@ -216,6 +216,16 @@ def freeze_learned(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_fixed(model: nn.Module) -> None:
+    """Raise ``ConfigError('model')`` naming the learned-step QuantReLUs of ``model`` (code
+    that reads a fixed ``quant.alpha``, such as the exporters, calls this first)."""
+    learned = [name or "(root)" for name, m in model.named_modules()
+               if isinstance(m, QuantReLU) and m.quant.learn is not None]
+    if learned:
+        raise ConfigError("model", f"has learned activation steps at {learned}; call "
+                          "coarsegrad.freeze_learned(model) first to fix them as α")
+
+
 @overload
 def quantize_model(model: nn.Module, quant: ActQuant | int = ..., alpha: float | None = ...,
                    ste: str | STE = ..., rounding: Rounding = ..., *, act: ActQuant | int | None = ...,
