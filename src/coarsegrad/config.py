@@ -27,6 +27,7 @@ else:  # pragma: no cover - Python 3.10
 from coarsegrad.quant.spec import ActQuant
 from coarsegrad.quant.staircase import ROUNDING_OFFSET, check_alpha_range, check_bits, check_rounding
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
+from coarsegrad.quant.weight_spec import WeightQuant
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
 MODELS = ("two_layer", "mlp", "lenet5")
@@ -84,7 +85,11 @@ class ModelConfig:
     """Which network. The activation is ``act_quant()``: bits, alpha, ste and rounding
     (``alpha`` None resolves as :class:`~coarsegrad.quant.spec.ActQuant` does for this
     rounding: for ceil, ``optimal_alpha(bits)``). ``act="float"``: the float baseline,
-    plain ReLU in place of every quantized activation (bits, alpha, ste, rounding unused)."""
+    plain ReLU in place of every quantized activation (bits, alpha, ste, rounding unused).
+    The weights are ``weight_quant()``: float for ``weight_kind="float"`` (the default;
+    the other ``weight_*`` fields unused), else every Linear and Conv2d layer quantized
+    with that kind, bits, granularity and method (``weight_hard_after``: a whole number is
+    a step, a number in (0, 1) a fraction of the run)."""
 
     model: str = "two_layer"
     units_per_class: int = 20
@@ -97,6 +102,15 @@ class ModelConfig:
     ste: str = "clipped_relu"
     rounding: str = "ceil"
     act: Literal["quant", "float"] = "quant"
+    weight_kind: Literal["float", "binary", "ternary", "uniform"] = "float"
+    weight_bits: int | None = None
+    weight_granularity: Literal["layer", "channel"] = "layer"
+    weight_method: Literal["ste", "bcgd", "binaryrelax"] = "ste"
+    weight_clip: float | None = 1.0
+    weight_rho: float = 1e-5
+    weight_lam0: float = 1.0
+    weight_lam_growth: float = 1.001
+    weight_hard_after: float | None = None
 
     def __post_init__(self) -> None:
         v.choice("model", self.model, MODELS)
@@ -111,6 +125,27 @@ class ModelConfig:
         v.boolean("batchnorm", self.batchnorm)
         for name in ("units_per_class", "hidden"):
             v.integer(name, getattr(self, name), lo=1, hi=v.MAX_UNITS)
+        self.weight_quant()  # validates the weight_* fields
+
+    def weight_quant(self) -> WeightQuant | None:
+        """The weight spec of the ``weight_*`` fields, or None for float weights
+        (``ConfigError`` naming the ``weight_*`` field at fault)."""
+        kind = v.choice("weight_kind", self.weight_kind, ("float", "binary", "ternary", "uniform"))
+        if kind == "float":
+            if self.weight_bits is not None:
+                raise ConfigError("weight_bits", "needs weight_kind binary, ternary or uniform (float weights "
+                                                 "have no bits)")
+            return None
+        hard: Any = self.weight_hard_after
+        if isinstance(hard, float) and hard.is_integer():
+            hard = int(hard)
+        try:
+            return WeightQuant(kind=kind, bits=self.weight_bits,  # type: ignore[arg-type]
+                               granularity=self.weight_granularity, method=self.weight_method,
+                               clip=self.weight_clip, rho=self.weight_rho, lam0=self.weight_lam0,
+                               lam_growth=self.weight_lam_growth, hard_after=hard)
+        except ConfigError as exc:
+            raise ConfigError(f"weight_{exc.field}", str(exc).split(": ", 1)[1]) from None
 
     def act_quant(self) -> ActQuant:
         """The activation spec of these fields (α resolved for ``alpha=None``)."""

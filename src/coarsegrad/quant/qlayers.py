@@ -164,3 +164,25 @@ class QuantConv2d(nn.Conv2d):
 
 QUANT_LAYERS = (QuantLinear, QuantConv2d)
 """The layer types :class:`~coarsegrad.training.weight_methods.WeightMethods` looks for."""
+
+
+def quantize_weights(module: nn.Module, spec: WeightQuant) -> nn.Module:
+    """``module`` with every plain nn.Linear / nn.Conv2d (not a subclass) below it replaced,
+    in place, by :class:`QuantLinear` / :class:`QuantConv2d` ``.from_float(layer, spec)``;
+    returns ``module`` (itself replaced when it is such a layer)."""
+    if type(module) is nn.Linear:
+        return QuantLinear.from_float(module, spec)
+    if type(module) is nn.Conv2d:
+        return QuantConv2d.from_float(module, spec)
+    for name, child in module.named_children():
+        setattr(module, name, quantize_weights(child, spec))
+    return module
+
+
+def weight_spec_of(model: nn.Module) -> WeightQuant | None:
+    """The one WeightQuant every quantized-weight layer of ``model`` holds, None when it
+    has none; ``ConfigError('model')`` when its layers hold different specs."""
+    specs = {m.weight_quant for m in model.modules() if isinstance(m, QUANT_LAYERS)}
+    if len(specs) > 1:
+        raise ConfigError("model", f"its quantized-weight layers hold {len(specs)} different WeightQuant specs")
+    return next(iter(specs), None)
