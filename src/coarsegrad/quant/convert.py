@@ -34,7 +34,7 @@ import numbers
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast, overload
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ from torch import nn
 
 from coarsegrad.errors import ConfigError
 from coarsegrad.quant.autograd import QuantReLU
-from coarsegrad.quant.qlayers import QuantConv2d, QuantLinear
+from coarsegrad.quant.qlayers import quantize_weights
 from coarsegrad.quant.spec import ActQuant, as_quant
 from coarsegrad.quant.staircase import Rounding
 from coarsegrad.quant.ste import STE
@@ -104,8 +104,7 @@ def _swap_modules(module: nn.Module, prefix: str, act: ActQuant | None, weight: 
             setattr(module, name, QuantReLU(clip_spec(act, child.max_val)))
             notes.activations.append(f"{path}: {kind} → QuantReLU (q_max = {child.max_val:g})")
         elif weight is not None and type(child) in (nn.Linear, nn.Conv2d):
-            new: nn.Module = (QuantLinear.from_float(child, weight) if isinstance(child, nn.Linear)
-                              else QuantConv2d.from_float(cast(nn.Conv2d, child), weight))
+            new = quantize_weights(child, weight)  # the layer → QuantLinear/QuantConv2d rule
             setattr(module, name, new)
             notes.weights.append(f"{path}: {kind} → {type(new).__name__}")
         elif act is not None and isinstance(child, _FLOAT_ACTIVATIONS):
