@@ -86,6 +86,8 @@ class ModelConfig:
     (``alpha`` None resolves as :class:`~coarsegrad.quant.spec.ActQuant` does for this
     rounding: for ceil, ``optimal_alpha(bits)``). ``act="float"``: the float baseline,
     plain ReLU in place of every quantized activation (bits, alpha, ste, rounding unused).
+    ``act_step``: the paper's fixed α (``"fixed"``), or a step learned from α: ``"lsq"``
+    (LSQ) or ``"pact"`` (PACT's clipping level), which need ``rounding="nearest"``.
     The weights are ``weight_quant()``: float for ``weight_kind="float"`` (the default;
     the other ``weight_*`` fields unused), else every Linear and Conv2d layer quantized
     with that kind, bits, granularity and method (``weight_hard_after``: a whole number is
@@ -102,6 +104,7 @@ class ModelConfig:
     ste: str = "clipped_relu"
     rounding: str = "ceil"
     act: Literal["quant", "float"] = "quant"
+    act_step: Literal["fixed", "lsq", "pact"] = "fixed"
     weight_kind: Literal["float", "binary", "ternary", "uniform"] = "float"
     weight_bits: int | None = None
     weight_granularity: Literal["layer", "channel"] = "layer"
@@ -115,6 +118,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         v.choice("model", self.model, MODELS)
         v.choice("act", self.act, ACTS)
+        if v.choice("act_step", self.act_step, ("fixed", "lsq", "pact")) != "fixed" and self.rounding != "nearest":
+            raise ConfigError("act_step", f"{self.act_step} rounds to nearest: needs rounding='nearest', "
+                                          f"got {self.rounding!r}")
         check_bits(self.bits)
         if self.alpha is not None:
             self.alpha = check_alpha_range(self.bits, self.alpha)
@@ -149,7 +155,8 @@ class ModelConfig:
 
     def act_quant(self) -> ActQuant:
         """The activation spec of these fields (α resolved for ``alpha=None``)."""
-        return ActQuant(self.bits, self.alpha, self.ste, self.rounding)  # type: ignore[arg-type]
+        learn = None if self.act_step == "fixed" else self.act_step
+        return ActQuant(self.bits, self.alpha, self.ste, self.rounding, learn=learn)  # type: ignore[arg-type]
 
 
 def _parse_optional(kind: type) -> Any:
