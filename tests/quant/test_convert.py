@@ -257,3 +257,14 @@ def test_freeze_learned_fixes_the_learned_values(gen):
     with pytest.raises(cg.ConfigError, match="alpha"):
         cg.freeze_learned(nn.Sequential(bad))
 
+
+
+def test_learned_parameters_follow_the_model_dtype():
+    lsq = cg.ActQuant(2, rounding="nearest", learn="lsq")
+    model = cg.quantize_model(nn.Sequential(nn.Linear(3, 4), nn.ReLU()).double(), act=lsq)
+    assert model[1].step.dtype == torch.float64
+    net = Functional(torch.Generator().manual_seed(0)).double()
+    with pytest.warns(UserWarning):
+        out = cg.quantize_model(net, act=lsq)
+    assert {p.dtype for p in out.parameters()} == {torch.float64}
+    assert out(torch.randn(2, 5, dtype=torch.float64)).dtype == torch.float64

@@ -91,6 +91,13 @@ def clip_spec(act: ActQuant, clip: float | None) -> ActQuant:
     return dataclasses.replace(act, alpha=float(clip) / act.levels)
 
 
+def _placed(new: QuantReLU, near: nn.Module) -> QuantReLU:
+    """``new`` with its learned parameter (if any) on the device and float dtype of ``near``'s
+    first parameter or buffer (a fixed-α QuantReLU holds none; CPU float32 when ``near`` has none)."""
+    tensors = [t for t in (*near.parameters(), *near.buffers()) if t.is_floating_point()]
+    return new.to(device=tensors[0].device, dtype=tensors[0].dtype) if tensors else new
+
+
 def _swap_modules(module: nn.Module, prefix: str, act: ActQuant | None, weight: WeightQuant | None,
                   keep: set[str], notes: _Notes) -> None:
     for name, child in list(module.named_children()):
@@ -98,10 +105,10 @@ def _swap_modules(module: nn.Module, prefix: str, act: ActQuant | None, weight: 
         if path in keep:
             notes.left_float.append(f"{path} ({kind}, kept)")
         elif act is not None and isinstance(child, nn.ReLU):
-            setattr(module, name, QuantReLU(act))
+            setattr(module, name, _placed(QuantReLU(act), module))
             notes.activations.append(f"{path}: {kind} → QuantReLU")
         elif act is not None and isinstance(child, nn.Hardtanh) and child.min_val == 0 and child.max_val > 0:
-            setattr(module, name, QuantReLU(clip_spec(act, child.max_val)))
+            setattr(module, name, _placed(QuantReLU(clip_spec(act, child.max_val)), module))
             notes.activations.append(f"{path}: {kind} → QuantReLU (q_max = {child.max_val:g})")
         elif weight is not None and type(child) in (nn.Linear, nn.Conv2d):
             new = quantize_weights(child, weight)  # the layer → QuantLinear/QuantConv2d rule
@@ -177,16 +184,17 @@ def _rewrite_functional(model: nn.Module, act: ActQuant, keep: set[str], notes: 
     gm = torch.fx.GraphModule(model, graph, type(model).__name__)
     count = 0
     for node in list(graph.nodes):
+        if node.op not in ("call_function", "call_method"):
+            continue
         relu, clip, name = _relu_clip(node)
         if not relu:
-            if node.target in _FLOAT_CALLS or (node.op == "call_method" and node.target in _FLOAT_METHODS) \
-                    or name in _CLAMPS:
+            if node.target in _FLOAT_CALLS or node.target in _FLOAT_METHODS or name in _CLAMPS:
                 notes.left_float.append(f"{node.name} ({_FLOAT_CALLS.get(node.target, name)})")
             continue
         while hasattr(gm, f"quant_relu_{count}"):
             count += 1
         module_name = f"quant_relu_{count}"
-        gm.add_submodule(module_name, QuantReLU(clip_spec(act, clip)))
+        gm.add_submodule(module_name, _placed(QuantReLU(clip_spec(act, clip)), model))
         with graph.inserting_after(node):
             new = graph.call_module(module_name, (node.args[0] if node.args else node.kwargs["input"],))
         node.replace_all_uses_with(new)
