@@ -4,8 +4,8 @@ train, save, load, evaluate; bad weight flags are one line and exit 2."""
 import json
 
 import torch
-
 from cli_helpers import run_cli
+
 from coarsegrad.io.checkpoint import load_checkpoint
 from coarsegrad.quant.qlayers import QuantLinear
 from coarsegrad.quant.weight_spec import WeightQuant
