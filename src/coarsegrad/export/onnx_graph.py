@@ -29,7 +29,7 @@ import numpy as np
 from torch import nn
 
 from coarsegrad.errors import ConfigError, DataError
-from coarsegrad.export.integer import IntegerModel, check_float_weights, to_integer
+from coarsegrad.export.integer import IntegerModel, to_integer
 from coarsegrad.quant.spec import ActQuant
 
 OPSET = 17
@@ -148,8 +148,6 @@ def to_onnx(
     from coarsegrad.io.records import atomic_write_bytes
     from coarsegrad.models.networks import LeNet5
 
-    if not isinstance(model, IntegerModel):
-        check_float_weights(model)
     if isinstance(model, LeNet5):
         from coarsegrad.export.onnx_lenet import build_lenet_onnx
 
