@@ -63,8 +63,14 @@ def test_header_with_another_weight_spec_is_refused(tmp_path):
 
 
 def test_export_refuses_quantized_weights(tmp_path):
+    pytest.importorskip("onnx")
     model, _ = _trained()
-    for export in (lambda: cg.export.to_integer(model), lambda: cg.export.to_onnx(model, tmp_path / "m.onnx")):
+    lenet = build_model(ModelConfig(model="lenet5", weight_kind="ternary"), 784, 10, seed=0)
+    seq = cg.quantize_weights(torch.nn.Sequential(torch.nn.Linear(4, 3), cg.QuantReLU(cg.ActQuant(2))),
+                              WeightQuant())
+    for export in (lambda: cg.export.to_integer(model), lambda: cg.export.to_onnx(model, tmp_path / "m.onnx"),
+                   lambda: cg.export.to_onnx(lenet, tmp_path / "l.onnx"),
+                   lambda: cg.export.to_onnx(seq, tmp_path / "s.onnx", input_shape=(4,))):
         with pytest.raises(ConfigError) as info:
             export()
         assert info.value.field == "model" and "quantized weights" in str(info.value)

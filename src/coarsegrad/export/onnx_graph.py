@@ -29,7 +29,7 @@ import numpy as np
 from torch import nn
 
 from coarsegrad.errors import ConfigError, DataError
-from coarsegrad.export.integer import IntegerModel, check_float_weights, to_integer
+from coarsegrad.export.integer import IntegerModel, to_integer
 from coarsegrad.quant.spec import ActQuant
 
 OPSET = 17
@@ -150,7 +150,6 @@ def to_onnx(
     from coarsegrad.quant.convert import check_fixed
 
     if not isinstance(model, IntegerModel):
-        check_float_weights(model)
         check_fixed(model)
     if isinstance(model, LeNet5):
         from coarsegrad.export.onnx_lenet import build_lenet_onnx

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.export.integer import check_float_weights
 from coarsegrad.export.onnx_graph import IR_VERSION, OPSET, _Graph, _require, _staircase
 from coarsegrad.models.networks import LeNet5
 from coarsegrad.quant.autograd import QuantReLU
@@ -74,6 +75,7 @@ def build_lenet_onnx(model: LeNet5, *, with_preact: bool = False, exact: bool = 
     of ``with_preact`` (the CLI flag's name)."""
     onnx = _require("onnx")
     helper, tp = onnx.helper, onnx.TensorProto
+    check_float_weights(model)
     if type(model).forward is not LeNet5.forward:
         raise ConfigError("model", "ONNX export covers LeNet5's own forward, not a subclass overriding it")
     quant = lenet_quant(model)

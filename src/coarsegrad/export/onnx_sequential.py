@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.export.integer import check_float_weights
 from coarsegrad.export.onnx_graph import IR_VERSION, OPSET, _Graph, _require, _staircase
 from coarsegrad.export.onnx_lenet import fold_batchnorm
 from coarsegrad.quant.autograd import QuantReLU
@@ -76,6 +77,7 @@ def build_sequential_onnx(model: nn.Sequential, input_shape: tuple[int, ...], *,
     helper, tp = onnx.helper, onnx.TensorProto
     if not isinstance(model, nn.Sequential):
         raise ConfigError("model", f"build_sequential_onnx needs an nn.Sequential, got {type(model).__name__}")
+    check_float_weights(model)
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise ConfigError("input_shape", f"must be positive per-sample dimensions, got {input_shape!r}")

@@ -218,10 +218,8 @@ def train(
     passing one back as ``resume`` continues exactly where it was taken (same model
     architecture, data and config). ``stop`` is asked before every step; when it returns
     True the loop ends there (``history.interrupted``) and hands ``on_checkpoint`` the state.
-    Layers with quantized weights (:class:`~coarsegrad.quant.qlayers.QuantLinear`,
-    ``QuantConv2d``) get their method's rule around every optimizer step
-    (:class:`~coarsegrad.training.weight_methods.WeightMethods`; such models never take
-    the fast step, whose two-layer form needs plain ``nn.Linear`` layers).
+    Quantized-weight layers get their method's rule around every optimizer step
+    (:class:`~coarsegrad.training.weight_methods.WeightMethods`; never the fast step).
     Raises :class:`TrainingDiverged` on a non-finite loss or, after the last update, a
     non-finite parameter; :class:`DataError` on unusable data.
     """
