@@ -53,3 +53,32 @@ def numpy_codes(x, bits, alpha, rounding="ceil"):
 def numpy_staircase_formula(x, bits, alpha, rounding="ceil"):
     """σ by the textbook formula α·clip(⌈x/α − o⌉, 0, L) (right-closed steps; away from edges)."""
     return alpha * np.clip(np.ceil(x / alpha - OFFSETS[rounding]), 0, 2**bits - 1)
+
+
+def numpy_weight_codes(w, kind, bits=None, granularity="layer"):
+    """(codes, scales) of the weight projections written from their formulas in float64:
+    binary sign (sign(0) = +1) with α = mean|w|; ternary (TWN) Δ = 0.7·mean|w|,
+    α = mean |w| over |w| > Δ (0 if empty); uniform s = max|w|/M, clip(round-half-even(w/s))."""
+    w = np.asarray(w)
+    w64 = w.astype(np.float64)
+    axis = tuple(range(1, w.ndim)) if granularity == "channel" else None
+    a = np.abs(w64)
+    if kind == "binary":
+        codes = np.where(w64 >= 0, 1, -1)
+        scale = a.mean(axis=axis, keepdims=True)
+    elif kind == "ternary":
+        delta = 0.7 * a.mean(axis=axis, keepdims=True)
+        keep = a > delta
+        count = keep.sum(axis=axis, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.where(count > 0, (a * keep).sum(axis=axis, keepdims=True) / count, 0.0)
+        codes = np.sign(w64) * keep
+    else:
+        m = 2 ** (bits - 1) - 1
+        scale = (a.max(axis=axis, keepdims=True) / m).astype(w.dtype).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            codes = np.where(scale > 0, np.clip(np.round(w64 / scale), -m, m), 0.0)
+    scale = scale.astype(w.dtype)
+    if granularity == "layer":
+        scale = scale.reshape(())
+    return codes.astype(np.int8), scale

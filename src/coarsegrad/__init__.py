@@ -8,7 +8,9 @@ for Non-linear Classification" (arXiv 2011.11256). Public API::
     cg.staircase(x, q)                    # σ(x) = α·c(x); nearest: α·clip(round(x/α), 0, 2^b − 1)
     cg.optimal_alpha(bits, "nearest")     # MSE-optimal step for a half-Gaussian input
     cg.get_ste("clipped_relu")            # identity | relu | clipped_relu | log_tailed_relu
-    cg.quantized_relu(x, q), cg.QuantReLU(q), cg.quantize_model(model, q)
+    cg.quantized_relu(x, q), cg.QuantReLU(q), cg.quantize_model(model, act=q, weight=None)
+    w = cg.WeightQuant("binary", granularity="channel", method="bcgd")   # quantized weights
+    cg.QuantLinear.from_float(linear, w), cg.QuantConv2d.from_float(conv, w), cg.quantize_weights(model, w)
     cg.TwoLayerNet(..., quant=q), cg.MLP(...), cg.train(model, X, y, cg.TrainConfig(...))
     cg.load_dataset("mnist", "train")     # uint8 [N,28,28], int64 [N] from IDX files
     cg.prepare_dataset("mnist")           # both splits normalised, [N,784], on a device
@@ -33,15 +35,17 @@ from coarsegrad.models.networks import MLP, TwoLayerNet
 from coarsegrad.quant.autograd import (
     QuantReLU,
     StaircaseSTEFunction,
-    quantize_model,
     quantized_relu,
     staircase,
     staircase_codes,
 )
+from coarsegrad.quant.convert import QuantizeReport, freeze_learned, quantize_model
 from coarsegrad.quant.monotone import is_monotone, monotone_violations
+from coarsegrad.quant.qlayers import QuantConv2d, QuantLinear, quantize_weights
 from coarsegrad.quant.spec import ActQuant
 from coarsegrad.quant.staircase import optimal_alpha
 from coarsegrad.quant.ste import BUILTIN_STES, STE, custom_ste, get_ste, ste_table
+from coarsegrad.quant.weight_spec import WeightQuant
 from coarsegrad.training.loop import History, TrainConfig, evaluate, train
 from coarsegrad.training.state import TrainState, load_train_state, save_train_state
 
@@ -52,12 +56,13 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 
 __all__ = [
     "ActQuant", "BUILTIN_STES", "coarse_gradient", "ConfigError", "custom_ste", "DataError",
-    "DatasetSplits", "evaluate", "export", "get_ste", "History", "InputError", "is_monotone",
+    "DatasetSplits", "evaluate", "export", "freeze_learned", "get_ste", "History", "InputError", "is_monotone",
     "load_checkpoint", "load_dataset", "load_quantized_state", "load_run", "load_train_state", "MLP",
     "monotone_violations",
     "optimal_alpha", "orthogonal_subspaces", "prepare_dataset", "quantize_model", "quantized_relu",
-    "QuantReLU", "save_checkpoint", "save_quantized_state", "save_train_state", "staircase",
+    "QuantConv2d", "QuantizeReport", "QuantLinear", "QuantReLU", "quantize_weights",
+    "save_checkpoint", "save_quantized_state", "save_train_state", "staircase",
     "staircase_codes", "StaircaseSTEFunction", "STE", "ste_table", "synthetic_data", "train", "TrainConfig",
     "TrainingDiverged",
-    "TrainState", "TwoLayerNet",
+    "TrainState", "TwoLayerNet", "WeightQuant",
 ]

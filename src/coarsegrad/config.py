@@ -34,6 +34,7 @@ from coarsegrad.quant.staircase import (
     check_rounding,
 )
 from coarsegrad.quant.ste import BUILTIN_STES, get_ste
+from coarsegrad.quant.weight_spec import WeightQuant
 
 DATASETS = ("synthetic", "mnist", "fashion-mnist", "kmnist")
 MODELS = ("two_layer", "mlp", "lenet5")
@@ -97,7 +98,13 @@ class ModelConfig:
     rounding is ``nearest`` (``ceil``, the authors' code, fails at 1 bit; see
     docs/synthetic.md); a saved model table without ``rounding`` is ceil
     (:func:`saved_model_fields`). ``act="float"``: the float baseline, plain ReLU in place
-    of every quantized activation (bits, alpha, ste, rounding unused)."""
+    of every quantized activation (bits, alpha, ste, rounding unused).
+    ``act_step``: the paper's fixed α (``"fixed"``), or a step learned from α: ``"lsq"``
+    (LSQ) or ``"pact"`` (PACT's clipping level), which need ``rounding="nearest"``.
+    The weights are ``weight_quant()``: float for ``weight_kind="float"`` (the default;
+    the other ``weight_*`` fields unused), else every Linear and Conv2d layer quantized
+    with that kind, bits, granularity and method (``weight_hard_after``: a whole number is
+    a step, a number in (0, 1) a fraction of the run)."""
 
     model: str = "two_layer"
     units_per_class: int = 20
@@ -110,10 +117,23 @@ class ModelConfig:
     ste: str = "clipped_relu"
     rounding: str = DEFAULT_ROUNDING
     act: Literal["quant", "float"] = "quant"
+    act_step: Literal["fixed", "lsq", "pact"] = "fixed"
+    weight_kind: Literal["float", "binary", "ternary", "uniform"] = "float"
+    weight_bits: int | None = None
+    weight_granularity: Literal["layer", "channel"] = "layer"
+    weight_method: Literal["ste", "bcgd", "binaryrelax"] = "ste"
+    weight_clip: float | None = 1.0
+    weight_rho: float = 1e-5
+    weight_lam0: float = 1.0
+    weight_lam_growth: float = 1.001
+    weight_hard_after: float | None = None
 
     def __post_init__(self) -> None:
         v.choice("model", self.model, MODELS)
         v.choice("act", self.act, ACTS)
+        if v.choice("act_step", self.act_step, ("fixed", "lsq", "pact")) != "fixed" and self.rounding != "nearest":
+            raise ConfigError("act_step", f"{self.act_step} rounds to nearest: needs rounding='nearest', "
+                                          f"got {self.rounding!r}")
         check_bits(self.bits)
         if self.alpha is not None:
             self.alpha = check_alpha_range(self.bits, self.alpha)
@@ -124,10 +144,32 @@ class ModelConfig:
         v.boolean("batchnorm", self.batchnorm)
         for name in ("units_per_class", "hidden"):
             v.integer(name, getattr(self, name), lo=1, hi=v.MAX_UNITS)
+        self.weight_quant()  # validates the weight_* fields
+
+    def weight_quant(self) -> WeightQuant | None:
+        """The weight spec of the ``weight_*`` fields, or None for float weights
+        (``ConfigError`` naming the ``weight_*`` field at fault)."""
+        kind = v.choice("weight_kind", self.weight_kind, ("float", "binary", "ternary", "uniform"))
+        if kind == "float":
+            if self.weight_bits is not None:
+                raise ConfigError("weight_bits", "needs weight_kind binary, ternary or uniform (float weights "
+                                                 "have no bits)")
+            return None
+        hard: Any = self.weight_hard_after
+        if isinstance(hard, float) and hard.is_integer():
+            hard = int(hard)
+        try:
+            return WeightQuant(kind=kind, bits=self.weight_bits,  # type: ignore[arg-type]
+                               granularity=self.weight_granularity, method=self.weight_method,
+                               clip=self.weight_clip, rho=self.weight_rho, lam0=self.weight_lam0,
+                               lam_growth=self.weight_lam_growth, hard_after=hard)
+        except ConfigError as exc:
+            raise ConfigError(f"weight_{exc.field}", str(exc).split(": ", 1)[1]) from None
 
     def act_quant(self) -> ActQuant:
         """The activation spec of these fields (α resolved for ``alpha=None``)."""
-        return ActQuant(self.bits, self.alpha, self.ste, self.rounding)  # type: ignore[arg-type]
+        learn = None if self.act_step == "fixed" else self.act_step
+        return ActQuant(self.bits, self.alpha, self.ste, self.rounding, learn=learn)  # type: ignore[arg-type]
 
 
 def saved_model_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

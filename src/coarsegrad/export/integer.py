@@ -39,6 +39,8 @@ from torch import nn
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.models.networks import MLP, TwoLayerNet
 from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.quant.convert import check_fixed
+from coarsegrad.quant.qlayers import QUANT_LAYERS
 from coarsegrad.quant.spec import ActQuant
 from coarsegrad.quant.staircase import DEFAULT_ROUNDING
 
@@ -216,6 +218,15 @@ def _first_layer(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, QuantReL
     raise ConfigError("model", f"to_integer supports TwoLayerNet and MLP, got {type(model).__name__}")
 
 
+def check_float_weights(model: nn.Module) -> None:
+    """``ConfigError('model')`` when ``model`` has quantized-weight layers (QuantLinear,
+    QuantConv2d): their export (codes plus scales) is not written yet, and exporting the
+    latent float weights would not be the model that was trained."""
+    if any(isinstance(m, QUANT_LAYERS) for m in model.modules()):
+        raise ConfigError("model", "has quantized weights (QuantLinear/QuantConv2d), which export does not "
+                                   "handle yet; evaluate it in PyTorch (coarsegrad eval --engine torch)")
+
+
 def to_integer(
     model: nn.Module,
     *,
@@ -229,6 +240,8 @@ def to_integer(
     """
     if weights not in ("float32", "int8"):
         raise ConfigError("weights", f"must be 'float32' or 'int8', got {weights!r}")
+    check_float_weights(model)
+    check_fixed(model)
     w, b, act, v, b2 = _first_layer(model)
     if not isinstance(act, QuantReLU):
         raise ConfigError("model", f"activation must be QuantReLU, got {type(act).__name__}")

@@ -151,7 +151,10 @@ def to_onnx(
     """
     from coarsegrad.io.records import atomic_write_bytes
     from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
+    from coarsegrad.quant.convert import check_fixed
 
+    if not isinstance(model, IntegerModel):
+        check_fixed(model)
     if isinstance(model, IntegerModel) or (isinstance(model, (TwoLayerNet, MLP)) and isinstance(model.act, QuantReLU)):
         integer = model if isinstance(model, IntegerModel) else to_integer(model)
         proto = build_onnx(integer, with_codes=with_codes, exact=exact)

@@ -40,9 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.export.integer import check_float_weights
 from coarsegrad.export.onnx_graph import IR_VERSION, OPSET, _Graph, _require, _staircase
 from coarsegrad.export.traced import fold_batchnorm, folded_norm, module, node_values, sites, trace
 from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.quant.convert import check_fixed
 from coarsegrad.quant.spec import ActQuant
 
 SUPPORTED = ("Linear, Conv2d, BatchNorm1d/2d (folded into a Linear/Conv2d it follows), QuantReLU, ReLU/F.relu/"
@@ -237,6 +239,8 @@ def build_traced_onnx(model: nn.Module, input_shape: tuple[int, ...], *, exact: 
     (module docstring); ConfigError naming the first op it cannot export."""
     onnx = _require("onnx")
     helper, tp = onnx.helper, onnx.TensorProto
+    check_float_weights(model)  # QuantLinear is an nn.Linear: its latent weights are not the model
+    check_fixed(model)  # a learned (LSQ/PACT) step is not the spec's α until frozen
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise ConfigError("input_shape", f"must be positive per-sample dimensions, got {input_shape!r}")

@@ -10,7 +10,9 @@ accepts the file only if every tensor matches; anything else is a :class:`DataEr
 
 Architectures: ``two_layer``, ``mlp`` and ``lenet5`` (whose header also holds
 ``sizes`` = {channels: [c₁, c₂], hidden: h}; every QuantReLU of a model shares the one
-spec saved whole as ``quant``). Sizes are validated against the tensors present before
+spec saved whole as ``quant``; the one WeightQuant of quantized-weight layers is saved
+whole as ``weight_quant``, null for float weights, and the latent float weights with the
+BinaryRelax buffers are the tensors). Sizes are validated against the tensors present before
 any model is built. Models made by ``quantize_model`` are saved with
 :mod:`coarsegrad.io.quantized` instead.
 
@@ -49,6 +51,7 @@ from coarsegrad.io.records import remove_stale_temporaries
 from coarsegrad.models.build import build_model
 from coarsegrad.models.networks import MLP, LeNet5, TwoLayerNet
 from coarsegrad.quant.autograd import QuantReLU
+from coarsegrad.quant.qlayers import quantize_weights, weight_spec_of
 from coarsegrad.quant.spec import ActQuant
 
 
@@ -109,6 +112,12 @@ def _quant_fields(quant: ActQuant) -> dict[str, Any]:
     return {k: v for k, v in quant.to_dict().items() if k != "alpha_rule"}
 
 
+def _weight_fields(source: nn.Module | ModelConfig) -> dict[str, Any] | None:
+    """The WeightQuant of a model's layers or of a config, as saved (None: float weights)."""
+    spec = source.weight_quant() if isinstance(source, ModelConfig) else weight_spec_of(source)
+    return None if spec is None else spec.to_dict()
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -133,6 +142,10 @@ def save_checkpoint(
         raise ConfigError("config", f"does not describe the model ({fields['model']}, bits={fields['bits']}, "
                           f"alpha={fields['alpha']}, ste={fields['ste']}, rounding={fields['rounding']} "
                           f"vs {arch}, {act.extra_repr()})")
+    weights = _weight_fields(model)
+    if weights != _weight_fields(ModelConfig(**fields)):
+        raise ConfigError("config", f"does not describe the model's weights ({fields['weight_kind']} in the "
+                                    f"config vs {weights or 'float'} in the model)")
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     sizes = lenet_sizes(state) if arch == "lenet5" else None
     _check_tensors(state, _build(fields, in_features, num_classes, sizes).state_dict(), "model")
@@ -141,6 +154,7 @@ def save_checkpoint(
         "in_features": in_features, "num_classes": num_classes, "model": fields,
         **({"sizes": sizes} if sizes is not None else {}),
         "bits": act.bits, "alpha": float(act.alpha), "ste": act.ste.name, "quant": quant,
+        "weight_quant": weights,
         "normalization": check_normalization(normalization), "run": None if run is None else str(run),
         "run_config": dict(config) if isinstance(config, Mapping) and "model" in config else None,
         "extra": dict(extra or {}),
@@ -161,8 +175,10 @@ def _build(fields: Mapping[str, Any], in_features: int, num_classes: int,
     config = ModelConfig(**saved_model_fields(fields))  # a file before the rounding field: ceil
     if config.model == "lenet5" and sizes is not None:
         c1, c2 = sizes["channels"]
-        return LeNet5(num_classes, channels=(c1, c2), hidden=sizes["hidden"],
-                      generator=torch.Generator().manual_seed(0), quant=config.act_quant())
+        lenet = LeNet5(num_classes, channels=(c1, c2), hidden=sizes["hidden"],
+                       generator=torch.Generator().manual_seed(0), quant=config.act_quant())
+        weights = config.weight_quant()
+        return lenet if weights is None else quantize_weights(lenet, weights)
     return build_model(config, in_features, num_classes, seed=0)
 
 
@@ -228,10 +244,12 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         model = _build(fields, in_features, num_classes, header.get("sizes"))
         if "quant" in header:  # the spec saved whole (files before it carry bits/alpha/ste only)
             consistent = consistent and saved_model_fields(header["quant"]) == _quant_fields(_act(model).quant)
+        if "weight_quant" in header:  # files before quantized weights have none (float weights)
+            consistent = consistent and header["weight_quant"] == _weight_fields(model)
     except (LookupError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:  # ConfigError is a ValueError
         raise DataError(source, f"checkpoint header does not describe a model ({exc!r})") from None
     if not consistent:
-        raise DataError(source, "checkpoint header is inconsistent (architecture/bits/alpha/ste)")
+        raise DataError(source, "checkpoint header is inconsistent (architecture/bits/alpha/ste/weight_quant)")
     _check_tensors(tensors, model.state_dict(), source)
     if header["format"] == HEADER_KEY:
         if header.get("sha256") != _digest(header, tensors):

@@ -12,6 +12,8 @@ you: a *skeleton*, an instance of your own class (fresh weights, plain ``nn.ReLU
 * metadata ``coarsegrad.quantized`` = JSON {format, version, quant: {module path:
   ``ActQuant.to_dict()``}, one entry per :class:`QuantReLU`, by its path in
   ``named_modules()``; relu: [paths of the plain ``nn.ReLU`` modules left in float]}.
+  A learned-step QuantReLU (``learn="lsq"``/``"pact"``) saves its ``step``/``clip``
+  parameter among the tensors, so the learned value comes back exactly.
 
 Loading checks the digest, then that every saved path is an ``nn.ReLU`` or
 ``QuantReLU`` of the skeleton and every ``QuantReLU``/``nn.ReLU`` of the skeleton is saved (as a spec, or as a
@@ -67,6 +69,24 @@ def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, name, module)
 
 
+def _state_after(skeleton: nn.Module, fresh: dict[str, QuantReLU]) -> dict[str, torch.Tensor]:
+    """The skeleton's state_dict as it will be once the ``fresh`` activations replace its
+    own (fixed-α ones hold no tensors; learned ones their ``step``/``clip``)."""
+    state = skeleton.state_dict()
+    for name, module in fresh.items():
+        prefix = f"{name}." if name else ""
+        old = skeleton.get_submodule(name).state_dict()
+        for key in old:
+            state.pop(prefix + key, None)
+        state.update({prefix + key: value for key, value in module.state_dict().items()})
+    return state
+
+
+def _device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def load_quantized_state(skeleton: nn.Module, path: str | Path) -> nn.Module:
     """``skeleton`` (in place, then eval mode) with the QuantReLU specs and tensors of ``path``."""
     source = str(path)
@@ -90,15 +110,16 @@ def load_quantized_state(skeleton: nn.Module, path: str | Path) -> nn.Module:
     if wrong or unsaved:
         raise DataError(source, f"does not fit the skeleton: saved activations that are not ReLU/QuantReLU "
                         f"there {sorted(wrong)}, skeleton activations not saved {unsaved}")
-    expected = skeleton.state_dict()  # activations hold no tensors: checked before anything changes
+    fresh = {name: QuantReLU(spec) for name, spec in specs.items()}
+    expected = _state_after(skeleton, fresh)  # checked before anything changes
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     differ = [k for k in expected if k in tensors and (tensors[k].shape != expected[k].shape
                                                       or tensors[k].dtype != expected[k].dtype)]
     if missing or extra or differ:
         raise DataError(source, f"tensors do not fit the skeleton: missing {missing}, unexpected {extra}, "
                         f"shape/dtype differs {differ}")
-    for name, spec in specs.items():
-        _set_module(skeleton, name, QuantReLU(spec))
+    for name, module in fresh.items():
+        _set_module(skeleton, name, module.to(_device(skeleton)))
     with torch.no_grad():
         skeleton.load_state_dict(tensors, strict=True)
     return skeleton.eval()

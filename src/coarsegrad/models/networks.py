@@ -49,6 +49,11 @@ def _plain(module: nn.Module, cls: type[nn.Module]) -> bool:
     return isinstance(module, cls) and type(module).forward is cls.forward
 
 
+def _fixed_act(module: nn.Module) -> bool:
+    """True for a plain fixed-α QuantReLU (a learned step runs autograd, not the fast step)."""
+    return _plain(module, QuantReLU) and cast(QuantReLU, module).quant.learn is None
+
+
 def _model_quant(quant: ActQuant | None, bits: int, alpha: float | None, ste: str | STE) -> ActQuant:
     if quant is None:
         return ActQuant(bits, alpha, ste)
@@ -139,7 +144,7 @@ class TwoLayerNet(nn.Module):
         """The fast step's view of this network, or None when its forward is not the
         two-layer form (a subclass overriding ``forward``/``hidden``, another activation)."""
         own = type(self).forward is TwoLayerNet.forward and type(self).hidden is TwoLayerNet.hidden
-        if not own or not _plain(self.act, QuantReLU):
+        if not own or not _fixed_act(self.act):
             return None
         return TwoLayerForm(self.W, None, self.V, None, cast(QuantReLU, self.act).quant)
 
@@ -170,7 +175,7 @@ class MLP(nn.Module):
         two-layer form (a batch-norm, a subclass overriding ``forward``, replaced layers)."""
         if type(self).forward is not MLP.forward or not isinstance(self.norm, nn.Identity):
             return None
-        if not (_plain(self.act, QuantReLU) and _plain(self.fc1, nn.Linear) and _plain(self.fc2, nn.Linear)):
+        if not (_fixed_act(self.act) and _plain(self.fc1, nn.Linear) and _plain(self.fc2, nn.Linear)):
             return None
         return TwoLayerForm(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, cast(QuantReLU, self.act).quant)
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from coarsegrad.quant.kernels import EagerQuantizer, codes
+from coarsegrad.quant.learned import lsq_grad_scale, lsq_quantize, pact_quantize
 from coarsegrad.quant.spec import ActQuant, as_quant
 from coarsegrad.quant.staircase import DEFAULT_ROUNDING, Rounding
 from coarsegrad.quant.ste import STE
@@ -73,12 +74,27 @@ def quantized_relu(x: torch.Tensor, quant: ActQuant | int = 2, alpha: float | No
 
 
 class QuantReLU(nn.Module):
-    """Module form of :func:`quantized_relu`; holds its :class:`ActQuant` as ``quant``."""
+    """Module form of :func:`quantized_relu`; holds its :class:`ActQuant` as ``quant``.
+
+    With ``quant.learn`` set it also holds the learned parameter, saved in its state_dict
+    (``quant.alpha`` stays the starting value): ``"lsq"`` → ``step`` s (initially α),
+    y = :func:`~coarsegrad.quant.learned.lsq_quantize` (x, s, 0, L, 1/√(N·L)), N = the
+    features of one example (x[0].numel()); ``"pact"`` → ``clip`` a (initially L·α),
+    y = :func:`~coarsegrad.quant.learned.pact_quantize` (x, a, L). At the start both equal
+    the nearest staircase of α, except ties x = (k + ½)α, which round half to even.
+    """
+
+    step: nn.Parameter
+    clip: nn.Parameter
 
     def __init__(self, quant: ActQuant | int = 2, alpha: float | None = None,
                  ste: str | STE = "clipped_relu", rounding: Rounding = DEFAULT_ROUNDING) -> None:
         super().__init__()
         self.quant = as_quant(quant, alpha, ste, rounding)
+        if self.quant.learn == "lsq":
+            self.step = nn.Parameter(torch.tensor(self.quant.alpha))
+        elif self.quant.learn == "pact":
+            self.clip = nn.Parameter(torch.tensor(self.quant.q_max))
 
     @property
     def bits(self) -> int:
@@ -93,23 +109,14 @@ class QuantReLU(nn.Module):
         return self.quant.ste
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        learn, levels = self.quant.learn, self.quant.levels
+        if learn == "lsq":
+            return lsq_quantize(x, self.step, 0, levels, lsq_grad_scale(max(x[0].numel(), 1), levels))
+        if learn == "pact":
+            return pact_quantize(x, self.clip, levels)
         out: torch.Tensor = StaircaseSTEFunction.apply(x, self.quant)  # type: ignore[no-untyped-call]
         return out
 
     def extra_repr(self) -> str:
         return self.quant.describe()
 
-
-def quantize_model(model: nn.Module, quant: ActQuant | int = 2, alpha: float | None = None,
-                   ste: str | STE = "clipped_relu", rounding: Rounding = DEFAULT_ROUNDING) -> nn.Module:
-    """Replace every ``nn.ReLU`` submodule of ``model`` (in place) by a :class:`QuantReLU`
-    of ``quant``. Returns ``model``. Functional ``torch.relu`` calls inside ``forward``
-    are not modules and are left alone. Training it runs autograd through the fused
-    kernels (the fast step applies to the library's two-layer models only)."""
-    spec = as_quant(quant, alpha, ste, rounding)
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.ReLU):
-            setattr(model, name, QuantReLU(spec))
-        else:
-            quantize_model(child, spec)
-    return model

@@ -1,7 +1,7 @@
 """The quantized activation's spec: one frozen, validated object carried whole by every
 layer, kernel, checkpoint, exporter and theory function that uses it.
 
-    ActQuant(bits=2, alpha=None, ste="clipped_relu", rounding="nearest", alpha_rule=None)
+    ActQuant(bits=2, alpha=None, ste="clipped_relu", rounding="nearest", alpha_rule=None, learn=None)
 
 σ(x) = α·c(x), c(x) = #{j ∈ 0..L−1 : x > t_j}, L = 2^b − 1, t_j = fl((j + o)·α) with
 o = 0 (ceil), ½ (nearest), 1 (floor) (:mod:`coarsegrad.quant.staircase`); a point at a
@@ -18,6 +18,11 @@ The default rounding is ``nearest`` (:data:`~coarsegrad.quant.staircase.DEFAULT_
 first threshold α/2, under which the paper's claim holds at every bit width); ``ceil``,
 the authors' code, is ``rounding="ceil"``. :meth:`ActQuant.from_dict` reads a dict without
 ``rounding`` (written before the field existed) as ``ceil``.
+
+``learn`` picks how the step is found: ``None`` (the paper's fixed α, the fast kernels),
+``"lsq"`` (a learned step s, LSQ) or ``"pact"`` (a learned clipping level a, PACT), both
+in :mod:`coarsegrad.quant.learned`, both starting from α (s = α, a = L·α) and both
+rounding to nearest (``rounding="nearest"`` is required); their own ∂/∂x replaces the STE.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from coarsegrad.quant.staircase import (
 from coarsegrad.quant.ste import BUILTIN_STES, STE, get_ste
 
 AlphaRule = Literal["nearest", "matched"]
+Learn = Literal["lsq", "pact"]
+LEARN_MODES: tuple[str, ...] = ("lsq", "pact")
 
 
 @dataclass(frozen=True, init=False)
@@ -59,11 +66,13 @@ class ActQuant:
     ste: STE
     rounding: Rounding
     alpha_rule: AlphaRule
+    learn: Learn | None
 
     def __init__(self, bits: int = 2, alpha: float | None = None, ste: str | STE = "clipped_relu",
-                 rounding: Rounding = DEFAULT_ROUNDING, alpha_rule: AlphaRule | None = None) -> None:
+                 rounding: Rounding = DEFAULT_ROUNDING, alpha_rule: AlphaRule | None = None,
+                 learn: Learn | None = None) -> None:
         for name, value in (("bits", bits), ("alpha", alpha), ("ste", ste), ("rounding", rounding),
-                            ("alpha_rule", alpha_rule)):
+                            ("alpha_rule", alpha_rule), ("learn", learn)):
             object.__setattr__(self, name, value)
         self.__post_init__()
 
@@ -83,6 +92,10 @@ class ActQuant:
         alpha = check_alpha(alpha)
         for name, value in (("ste", ste), ("alpha", alpha), ("alpha_rule", rule)):
             object.__setattr__(self, name, value)
+        if self.learn is not None and self.learn not in LEARN_MODES:
+            raise ConfigError("learn", f"must be None, 'lsq' or 'pact', got {self.learn!r}")
+        if self.learn is not None and rounding != "nearest":
+            raise ConfigError("learn", f"{self.learn} rounds to nearest: needs rounding='nearest', got {rounding!r}")
         object.__setattr__(self, "_thresholds", {})
 
     @property
@@ -122,11 +135,15 @@ class ActQuant:
         return self.ste.mu(x, self.q_max)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe fields (the STE by name; a custom STE raises ``ConfigError('ste')``)."""
+        """JSON-safe fields (the STE by name; a custom STE raises ``ConfigError('ste')``);
+        ``learn`` only when set, so fixed-α specs write the same dict as before it existed."""
         if BUILTIN_STES.get(self.ste.name) is not self.ste:
             raise ConfigError("ste", f"a custom STE ({self.ste.name!r}) cannot be serialised")
-        return {"bits": self.bits, "alpha": self.alpha, "ste": self.ste.name,
-                "rounding": self.rounding, "alpha_rule": self.alpha_rule}
+        data: dict[str, Any] = {"bits": self.bits, "alpha": self.alpha, "ste": self.ste.name,
+                                "rounding": self.rounding, "alpha_rule": self.alpha_rule}
+        if self.learn is not None:
+            data["learn"] = self.learn
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ActQuant:
@@ -142,8 +159,9 @@ class ActQuant:
         return cls(**{"rounding": LEGACY_ROUNDING, **data})
 
     def describe(self) -> str:
+        learn = "" if self.learn is None else f", learn={self.learn}"
         return (f"bits={self.bits}, alpha={self.alpha:.6g}, ste={self.ste.name}, "
-                f"rounding={self.rounding}")
+                f"rounding={self.rounding}{learn}")
 
 
 def as_quant(quant: ActQuant | int, alpha: float | None = None,

@@ -24,6 +24,7 @@ from coarsegrad import validate as v
 from coarsegrad.errors import ConfigError, DataError, TrainingDiverged
 from coarsegrad.training.fast import fast_step
 from coarsegrad.training.state import TrainState
+from coarsegrad.training.weight_methods import WeightMethods
 from coarsegrad.validate import check_data
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -217,6 +218,8 @@ def train(
     passing one back as ``resume`` continues exactly where it was taken (same model
     architecture, data and config). ``stop`` is asked before every step; when it returns
     True the loop ends there (``history.interrupted``) and hands ``on_checkpoint`` the state.
+    Quantized-weight layers get their method's rule around every optimizer step
+    (:class:`~coarsegrad.training.weight_methods.WeightMethods`; never the fast step).
     Raises :class:`TrainingDiverged` on a non-finite loss or, after the last update, a
     non-finite parameter; :class:`DataError` on unusable data.
     """
@@ -231,6 +234,7 @@ def train(
     batch = config.batch_size or n
     full_batch = batch >= n
     fast = fast_step(model, X, y, config.chunk_size) if config.fast else None
+    methods = WeightMethods(model, total)  # quantized-weight rules; empty for float weights
     order = torch.arange(n, device=X.device)
     position = n  # forces a fresh permutation at the first mini-batch step
     window_loss, window_correct, window_count = 0.0, 0, 0
@@ -297,7 +301,9 @@ def train(
         if config.schedule != "constant":
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step, total)
+        methods.before_step()
         optimizer.step()
+        methods.after_step(step)
         history.steps_run = step + 1
         if on_checkpoint is not None and checkpoint_every and history.steps_run % checkpoint_every == 0 \
                 and history.steps_run < total:

@@ -1,0 +1,188 @@
+"""Layers with quantized weights: :class:`QuantLinear` and :class:`QuantConv2d`.
+
+Each keeps the float latent weight w (``weight``, the parameter the optimizer updates)
+and its :class:`~coarsegrad.quant.weight_spec.WeightQuant` (``weight_quant``), and uses
+in its forward the effective weight of the spec's method (Q from
+:mod:`coarsegrad.quant.weights`)::
+
+    ste, bcgd       ŵ = Q(w)                                   ∂L/∂w = ∂L/∂ŵ [· 1{|w| ≤ clip}, ste with clip]
+    binaryrelax     ŵ = (λ·Q(u) + u)/(λ + 1)  (relaxed phase)   ∂L/∂u = ∂L/∂ŵ
+                    ŵ = Q(u)                   (hard phase, and always in eval mode)
+
+The gradient goes straight through the projection (and the blend) to the latent weight:
+BCGD's g(Q(w)) and BinaryRelax's ∇f(w̃) are gradients at the effective weight applied to
+the latent one. λ (``relax_lambda``, float64) and the phase (``relax_hard``, bool) are
+buffers, so they are in the state_dict and checkpoints; the per-step rules that move them
+and the latent weights are in :mod:`coarsegrad.training.weight_methods`. In eval mode the
+forward always uses Q(w): evaluation sees the weights that are deployed. The bias stays
+float (it is added to the integer accumulator at deployment in full precision).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from coarsegrad.errors import ConfigError
+from coarsegrad.quant.weight_spec import WeightQuant
+from coarsegrad.quant.weights import project
+
+
+class _MaskedStraightThrough(torch.autograd.Function):
+    """Forward ŵ (given); backward ∂L/∂w = ∂L/∂ŵ · 1{|w| ≤ clip} (BinaryConnect's
+    hard-tanh STE; a weight exactly at ±clip keeps its gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor, w_hat: torch.Tensor, clip: float) -> torch.Tensor:
+        ctx.save_for_backward(w.abs() <= clip)
+        return w_hat
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None, None
+
+
+def effective_weight(w: torch.Tensor, spec: WeightQuant, relax_lambda: torch.Tensor,
+                     relax_hard: torch.Tensor, training: bool) -> torch.Tensor:
+    """ŵ of the module docstring for latent ``w``, with the straight-through gradient."""
+    q = project(w, spec)
+    if spec.method == "ste" and spec.clip is not None:
+        out: torch.Tensor = _MaskedStraightThrough.apply(w, q, spec.clip)  # type: ignore[no-untyped-call]
+        return out
+    if spec.method == "binaryrelax" and training:
+        # (λQ + u)/(λ + 1) = lerp(u, Q, c), c = λ/(λ + 1); c = 1 (hard phase) gives Q exactly
+        lam = relax_lambda.to(w.dtype)
+        c = torch.where(relax_hard, torch.ones_like(lam), lam / (lam + 1))
+        q = torch.lerp(w.detach(), q, c)
+    return w + (q - w).detach()
+
+
+def _check_spec(spec: object) -> WeightQuant:
+    """``spec`` if it is a WeightQuant with a statistics step (the only one these layers have)."""
+    if not isinstance(spec, WeightQuant):
+        raise ConfigError("weight_quant", f"must be a WeightQuant, got {type(spec).__name__}")
+    if spec.step != "stat":
+        raise ConfigError("step", f"{spec.step!r} weight steps are not provided by QuantLinear/QuantConv2d yet")
+    return spec
+
+
+def _relax_buffers(spec: WeightQuant, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The BinaryRelax buffers at the start: λ = lam0 (float64), hard iff ``hard_after`` is 0."""
+    return (torch.tensor(spec.lam0, dtype=torch.float64, device=device),
+            torch.tensor(spec.hard_after == 0, device=device))
+
+
+class QuantLinear(nn.Linear):
+    """nn.Linear whose forward uses the effective weight ŵ of ``weight_quant`` (module doc)."""
+
+    weight_quant: WeightQuant
+    relax_lambda: torch.Tensor
+    relax_hard: torch.Tensor
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 weight_quant: WeightQuant, device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.weight_quant = _check_spec(weight_quant)
+        lam, hard = _relax_buffers(self.weight_quant, self.weight.device)
+        self.register_buffer("relax_lambda", lam)
+        self.register_buffer("relax_hard", hard)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, spec: WeightQuant) -> QuantLinear:
+        """A QuantLinear with ``linear``'s shape, device, dtype and a copy of its weight
+        (the latent w) and bias."""
+        w = linear.weight
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    weight_quant=spec, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            if linear.bias is not None and layer.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer
+
+    def quantized_weight(self) -> torch.Tensor:
+        """Q(w): the deployed weight (no gradient)."""
+        return project(self.weight, self.weight_quant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = effective_weight(self.weight, self.weight_quant, self.relax_lambda, self.relax_hard, self.training)
+        return F.linear(x, w, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weight_quant=({self.weight_quant.describe()})"
+
+
+class QuantConv2d(nn.Conv2d):
+    """nn.Conv2d whose forward uses the effective weight ŵ of ``weight_quant`` (module doc);
+    per-channel scales are per output channel."""
+
+    weight_quant: WeightQuant
+    relax_lambda: torch.Tensor
+    relax_hard: torch.Tensor
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: Any = "zeros", *, weight_quant: WeightQuant, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device=device, dtype=dtype)
+        self.weight_quant = _check_spec(weight_quant)
+        lam, hard = _relax_buffers(self.weight_quant, self.weight.device)
+        self.register_buffer("relax_lambda", lam)
+        self.register_buffer("relax_hard", hard)
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, spec: WeightQuant) -> QuantConv2d:
+        """A QuantConv2d with ``conv``'s geometry, device, dtype and a copy of its weight
+        (the latent w) and bias."""
+        w = conv.weight
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                    conv.padding, conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                    weight_quant=spec, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            if conv.bias is not None and layer.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer
+
+    def quantized_weight(self) -> torch.Tensor:
+        """Q(w): the deployed weight (no gradient)."""
+        return project(self.weight, self.weight_quant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = effective_weight(self.weight, self.weight_quant, self.relax_lambda, self.relax_hard, self.training)
+        out: torch.Tensor = self._conv_forward(x, w, self.bias)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weight_quant=({self.weight_quant.describe()})"  # type: ignore[no-untyped-call]
+
+
+QUANT_LAYERS = (QuantLinear, QuantConv2d)
+"""The layer types :class:`~coarsegrad.training.weight_methods.WeightMethods` looks for."""
+
+
+def quantize_weights(module: nn.Module, spec: WeightQuant) -> nn.Module:
+    """``module`` with every plain nn.Linear / nn.Conv2d (not a subclass) below it replaced,
+    in place, by :class:`QuantLinear` / :class:`QuantConv2d` ``.from_float(layer, spec)``;
+    returns ``module`` (itself replaced when it is such a layer)."""
+    if type(module) is nn.Linear:
+        return QuantLinear.from_float(module, spec)
+    if type(module) is nn.Conv2d:
+        return QuantConv2d.from_float(module, spec)
+    for name, child in module.named_children():
+        setattr(module, name, quantize_weights(child, spec))
+    return module
+
+
+def weight_spec_of(model: nn.Module) -> WeightQuant | None:
+    """The one WeightQuant every quantized-weight layer of ``model`` holds, None when it
+    has none; ``ConfigError('model')`` when its layers hold different specs."""
+    specs = {m.weight_quant for m in model.modules() if isinstance(m, QUANT_LAYERS)}
+    if len(specs) > 1:
+        raise ConfigError("model", f"its quantized-weight layers hold {len(specs)} different WeightQuant specs")
+    return next(iter(specs), None)

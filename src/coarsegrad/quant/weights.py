@@ -1,0 +1,88 @@
+"""The weight projections Q(w) of a :class:`~coarsegrad.quant.weight_spec.WeightQuant`.
+
+Every kind is Q(w) = s·c(w) with integer codes c and a scale s per layer or per output
+channel (dim 0; the mean / max below run over the layer, or over each slice w[o]):
+
+* **binary** (BinaryConnect's sign with XNOR-Net's scale; Courbariaux et al. 2015,
+  Rastegari et al. 2016)::
+
+      c = sign(w) ∈ {−1, +1},  sign(0) := +1,    s = α = mean|w|
+
+* **ternary** (TWN, Li & Liu, "Ternary weight networks", arXiv 1605.04711, 2016)::
+
+      Δ = 0.7·mean|w|,  c = sign(w)·1{|w| > Δ} ∈ {−1, 0, 1},  s = α = mean of |w| over {|w| > Δ}
+
+  a weight exactly at |w| = Δ goes to 0; an empty set {|w| > Δ} (only for all-zero
+  weights) gives α = 0.
+
+* **uniform** symmetric b-bit (M = 2^{b−1} − 1)::
+
+      s = max|w| / M,  c = clip(round_half_even(w/s), −M, M)
+
+  all-zero weights give s = 0 and c = 0 (no division by zero).
+
+The statistics (mean|w|, Δ, α, max|w|) are computed in float64 and each rounded once to
+the weight's dtype; the comparison |w| > Δ and the quotient w/s are made in float64, so
+float32 and float64 weights take the same rule. :func:`weight_codes` is the one
+implementation; :func:`project` is s·c made from it, so Q(w) = scales·codes exactly
+(what export packs). The codes carry no gradient: the straight-through estimators live
+in :mod:`coarsegrad.quant.qlayers`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from coarsegrad.errors import DataError
+from coarsegrad.quant.weight_spec import TERNARY_RATIO, WeightQuant
+
+
+def _reduce_dims(w: torch.Tensor, spec: WeightQuant) -> tuple[int, ...]:
+    """The dimensions a scale covers: all (layer) or all but dim 0 (channel)."""
+    if spec.granularity == "channel":
+        return tuple(range(1, w.dim()))
+    return tuple(range(w.dim()))
+
+
+def _shape(stat: torch.Tensor, spec: WeightQuant) -> torch.Tensor:
+    """A statistic reduced with keepdim as the scale's shape: [out, 1, …, 1] per channel,
+    a 0-dim tensor per layer."""
+    return stat.reshape(()) if spec.granularity == "layer" else stat
+
+
+@torch.no_grad()
+def weight_codes(w: torch.Tensor, spec: WeightQuant) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, scales) of ``w`` under ``spec``: int8 codes with |c| ≤ spec.max_code and
+    scales in w's dtype, shaped [out, 1, …, 1] (channel) or [] (layer), so that
+    Q(w) = scales·codes (module docstring for each kind's formula)."""
+    if not w.is_floating_point() or w.dim() == 0 or w.numel() == 0:
+        raise DataError("weight", f"must be a non-empty floating-point tensor, got {w.dtype} of shape {tuple(w.shape)}")
+    if spec.granularity == "channel" and w.dim() < 2:
+        raise DataError("weight", "per-channel scales need a weight with an output dimension and at least one more")
+    dims = _reduce_dims(w, spec)
+    w64 = w.detach().to(torch.float64)
+    a = w64.abs()
+    if spec.kind == "binary":
+        codes = torch.where(w64 >= 0, 1, -1)
+        scale64 = a.mean(dims, keepdim=True)
+    elif spec.kind == "ternary":
+        delta = TERNARY_RATIO * a.mean(dims, keepdim=True)
+        keep = a > delta
+        count = keep.sum(dims, keepdim=True)
+        total = torch.where(keep, a, 0.0).sum(dims, keepdim=True)
+        scale64 = torch.where(count > 0, total / count.clamp(min=1), 0.0)
+        codes = torch.where(keep, torch.where(w64 > 0, 1, -1), 0)
+    else:
+        m = spec.max_code
+        scale64 = a.amax(dims, keepdim=True) / m
+        # s rounded once to w's dtype; w/s in float64 so the half-way points are exact
+        scale64 = scale64.to(w.dtype).to(torch.float64)
+        ratio = torch.where(scale64 > 0, w64 / torch.where(scale64 > 0, scale64, 1.0), 0.0)
+        codes = torch.round(ratio).clamp(-m, m)
+    return codes.to(torch.int8), _shape(scale64.to(w.dtype), spec)
+
+
+def project(w: torch.Tensor, spec: WeightQuant) -> torch.Tensor:
+    """Q(w) = scales·codes in w's dtype (no gradient; see :func:`weight_codes`)."""
+    codes, scales = weight_codes(w, spec)
+    return scales * codes.to(w.dtype)
