@@ -30,5 +30,6 @@ def test_train_save_load_eval_with_a_learned_step(tmp_path, capsys, step, name):
 
 
 def test_learned_step_with_ceil_rounding_exits_2(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "train", *TINY[:-2], "--act-step", "pact", "--steps", 2, "--out", tmp_path / "x")
+    code, _, err = run_cli(capsys, "train", *TINY[:-2], "--act-step", "pact", "--rounding", "ceil", "--steps", 2,
+                           "--out", tmp_path / "x")
     assert code == 2 and "act_step" in err and len(err.strip().splitlines()) == 1

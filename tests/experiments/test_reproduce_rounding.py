@@ -20,9 +20,9 @@ def _model_roundings(trials):
 def test_every_trial_takes_the_rounding(rounding):
     plan = PLANS["quick"]
     assert _model_roundings(synthetic_trials(plan, 1, rounding)) == {rounding}
-    assert _model_roundings(two_layer_trials(plan, None, "cpu", 1, rounding)) == {rounding}
+    assert _model_roundings(two_layer_trials(plan, None, "cpu", 1, rounding=rounding)) == {rounding}
     for float_init in (False, True):
-        assert _model_roundings(lenet_trials(PLANS["full"], Path("out"), None, "cpu", 1, float_init, rounding)) == {
+        assert _model_roundings(lenet_trials(PLANS["full"], Path("out"), None, "cpu", 1, float_init, rounding=rounding)) == {
             rounding}
 
 

@@ -68,7 +68,7 @@ def images(n: int, split: str = "test") -> torch.Tensor:
 def user_net(quant: cg.ActQuant, seed: int = 0) -> nn.Module:
     """Seeded weights; batch-norm statistics from 256 training images (non-trivial fold)."""
     torch.manual_seed(seed)
-    model = cg.quantize_model(UserNet(), quant)
+    model = cg.quantize_model(UserNet(), quant, functional=False)  # F.relu stays float: exported as Relu
     with torch.no_grad():
         model.train()(images(256, "train"))
     return model.eval()

@@ -32,6 +32,6 @@ def test_config_without_the_learned_step_does_not_describe_the_model(tmp_path):
     with pytest.raises(ConfigError, match="config"):
         save_checkpoint(tmp_path / "m.safetensors", model, config=ModelConfig(model="mlp", hidden=8, rounding="nearest"))
     with pytest.raises(ConfigError, match="act_step"):
-        ModelConfig(act_step="lsq")  # ceil rounding
+        ModelConfig(act_step="lsq", rounding="ceil")
     with pytest.raises(ConfigError, match="act_step"):
         ModelConfig(act_step="dorefa", rounding="nearest")
