@@ -150,18 +150,23 @@ class ActQuant:
         """The spec of :meth:`to_dict` (unknown keys raise ``ConfigError`` naming the key); a dict
         without ``rounding`` was written before the field existed and reads as ``ceil``
         (:data:`~coarsegrad.quant.staircase.LEGACY_ROUNDING`)."""
-        if not isinstance(data, Mapping):
-            raise ConfigError("quant", f"must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(unknown[0], "is not a field of ActQuant")
-        return cls(**{"rounding": LEGACY_ROUNDING, **data})
+        return cls(**{"rounding": LEGACY_ROUNDING, **spec_fields(cls, data, "quant")})
 
     def describe(self) -> str:
         learn = "" if self.learn is None else f", learn={self.learn}"
         return (f"bits={self.bits}, alpha={self.alpha:.6g}, ste={self.ste.name}, "
                 f"rounding={self.rounding}{learn}")
+
+
+def spec_fields(cls: type, data: object, field: str) -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``cls``: ``ConfigError(field)`` unless it
+    is a mapping, ``ConfigError(key)`` for the first key that is not a field of ``cls``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(field, f"must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(unknown[0], f"is not a field of {cls.__name__}")
+    return dict(data)
 
 
 def as_quant(quant: ActQuant | int, alpha: float | None = None,

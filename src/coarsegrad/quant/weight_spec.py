@@ -34,6 +34,7 @@ from typing import Any, Literal, Mapping
 
 from coarsegrad import validate as v
 from coarsegrad.errors import ConfigError
+from coarsegrad.quant.spec import spec_fields
 
 WeightKind = Literal["binary", "ternary", "uniform"]
 Granularity = Literal["layer", "channel"]
@@ -116,13 +117,7 @@ class WeightQuant:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WeightQuant:
         """The spec of :meth:`to_dict` (unknown keys raise ``ConfigError`` naming the key)."""
-        if not isinstance(data, Mapping):
-            raise ConfigError("weight_quant", f"must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(unknown[0], "is not a field of WeightQuant")
-        return cls(**data)
+        return cls(**spec_fields(cls, data, "weight_quant"))
 
     def describe(self) -> str:
         """One line: the projection and the method with only its own parameters."""
