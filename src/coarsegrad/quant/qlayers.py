@@ -70,26 +70,49 @@ def _check_spec(spec: object) -> WeightQuant:
     return spec
 
 
-def _relax_buffers(spec: WeightQuant, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The BinaryRelax buffers at the start: λ = lam0 (float64), hard iff ``hard_after`` is 0."""
-    return (torch.tensor(spec.lam0, dtype=torch.float64, device=device),
-            torch.tensor(spec.hard_after == 0, device=device))
+class _QuantWeights(nn.Module):
+    """What :class:`QuantLinear` and :class:`QuantConv2d` share (listed first in their bases,
+    before the torch layer): the spec, the BinaryRelax buffers, Q(w) and the forward's ŵ."""
 
-
-class QuantLinear(nn.Linear):
-    """nn.Linear whose forward uses the effective weight ŵ of ``weight_quant`` (module doc)."""
-
+    weight: torch.Tensor
     weight_quant: WeightQuant
     relax_lambda: torch.Tensor
     relax_hard: torch.Tensor
 
+    def _set_weight_quant(self, spec: object) -> None:
+        """Hold ``spec`` and the BinaryRelax buffers at the start: λ = lam0 (float64), hard iff
+        ``hard_after`` is 0 (call after the torch layer's __init__)."""
+        self.weight_quant = _check_spec(spec)
+        device = self.weight.device
+        self.register_buffer("relax_lambda", torch.tensor(self.weight_quant.lam0, dtype=torch.float64, device=device))
+        self.register_buffer("relax_hard", torch.tensor(self.weight_quant.hard_after == 0, device=device))
+
+    def _copy_float(self, layer: nn.Linear | nn.Conv2d) -> None:
+        """Copy ``layer``'s weight (the latent w) and bias into this layer."""
+        with torch.no_grad():
+            self.weight.copy_(layer.weight)
+            bias = getattr(self, "bias", None)
+            if layer.bias is not None and bias is not None:
+                bias.copy_(layer.bias)
+
+    def quantized_weight(self) -> torch.Tensor:
+        """Q(w): the deployed weight (no gradient)."""
+        return project(self.weight, self.weight_quant)
+
+    def _effective_weight(self) -> torch.Tensor:
+        return effective_weight(self.weight, self.weight_quant, self.relax_lambda, self.relax_hard, self.training)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weight_quant=({self.weight_quant.describe()})"
+
+
+class QuantLinear(_QuantWeights, nn.Linear):
+    """nn.Linear whose forward uses the effective weight ŵ of ``weight_quant`` (module doc)."""
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  weight_quant: WeightQuant, device: Any = None, dtype: Any = None) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self.weight_quant = _check_spec(weight_quant)
-        lam, hard = _relax_buffers(self.weight_quant, self.weight.device)
-        self.register_buffer("relax_lambda", lam)
-        self.register_buffer("relax_hard", hard)
+        self._set_weight_quant(weight_quant)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, spec: WeightQuant) -> QuantLinear:
@@ -98,31 +121,16 @@ class QuantLinear(nn.Linear):
         w = linear.weight
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
                     weight_quant=spec, device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(w)
-            if linear.bias is not None and layer.bias is not None:
-                layer.bias.copy_(linear.bias)
+        layer._copy_float(linear)
         return layer
 
-    def quantized_weight(self) -> torch.Tensor:
-        """Q(w): the deployed weight (no gradient)."""
-        return project(self.weight, self.weight_quant)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = effective_weight(self.weight, self.weight_quant, self.relax_lambda, self.relax_hard, self.training)
-        return F.linear(x, w, self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, weight_quant=({self.weight_quant.describe()})"
+        return F.linear(x, self._effective_weight(), self.bias)
 
 
-class QuantConv2d(nn.Conv2d):
+class QuantConv2d(_QuantWeights, nn.Conv2d):
     """nn.Conv2d whose forward uses the effective weight ŵ of ``weight_quant`` (module doc);
     per-channel scales are per output channel."""
-
-    weight_quant: WeightQuant
-    relax_lambda: torch.Tensor
-    relax_hard: torch.Tensor
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
@@ -130,10 +138,7 @@ class QuantConv2d(nn.Conv2d):
                  dtype: Any = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device=device, dtype=dtype)
-        self.weight_quant = _check_spec(weight_quant)
-        lam, hard = _relax_buffers(self.weight_quant, self.weight.device)
-        self.register_buffer("relax_lambda", lam)
-        self.register_buffer("relax_hard", hard)
+        self._set_weight_quant(weight_quant)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, spec: WeightQuant) -> QuantConv2d:
@@ -143,23 +148,12 @@ class QuantConv2d(nn.Conv2d):
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                     conv.padding, conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
                     weight_quant=spec, device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(w)
-            if conv.bias is not None and layer.bias is not None:
-                layer.bias.copy_(conv.bias)
+        layer._copy_float(conv)
         return layer
 
-    def quantized_weight(self) -> torch.Tensor:
-        """Q(w): the deployed weight (no gradient)."""
-        return project(self.weight, self.weight_quant)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = effective_weight(self.weight, self.weight_quant, self.relax_lambda, self.relax_hard, self.training)
-        out: torch.Tensor = self._conv_forward(x, w, self.bias)
+        out: torch.Tensor = self._conv_forward(x, self._effective_weight(), self.bias)
         return out
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, weight_quant=({self.weight_quant.describe()})"  # type: ignore[no-untyped-call]
 
 
 QUANT_LAYERS = (QuantLinear, QuantConv2d)
