@@ -34,7 +34,7 @@ from torch import nn
 
 from coarsegrad.export.onnx_graph import run_onnx
 from coarsegrad.export.onnx_traced import MODULES
-from coarsegrad.export.traced import Site, node_values, sites, trace
+from coarsegrad.export.traced import Site, node_values, norm_affine, sites, trace
 from coarsegrad.quant.autograd import staircase_codes
 
 U32 = 2.0 ** -24
@@ -51,14 +51,10 @@ def rounding_tolerance(site: Site, a: torch.Tensor) -> torch.Tensor | None:
     spread = b
     s = torch.ones(w.shape[0], dtype=torch.float64)
     if norm is not None:
-        assert isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) and norm.running_var is not None
-        assert norm.running_mean is not None
-        s = 1.0 / torch.sqrt(norm.running_var.double() + norm.eps)
-        if norm.affine:
-            s = s * norm.weight.detach().double()
-        spread = (b + norm.running_mean.double().abs()) * s.abs()
-        if norm.affine:
-            spread = spread + norm.bias.detach().double().abs()
+        s, mean, beta = norm_affine(norm)
+        spread = (b + mean.abs()) * s.abs()
+        if beta is not None:
+            spread = spread + beta.abs()
     ws = w.abs() * s.abs().reshape(-1, *([1] * (w.dim() - 1)))
     if isinstance(layer, nn.Conv2d):
         bound = F.conv2d(a.double().abs(), ws, None, layer.stride, layer.padding, layer.dilation, layer.groups)

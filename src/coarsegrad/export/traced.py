@@ -96,20 +96,29 @@ def fold_batchnorm(layer: nn.Module, norm: nn.Module) -> tuple[np.ndarray, np.nd
     statistics; with affine γ, β: w' = w·sγ, b' = (b − mean)·sγ + β)."""
     if not isinstance(layer, (nn.Conv2d, nn.Linear)):
         raise ConfigError("model", f"can fold a batch-norm into a Conv2d or Linear only, got {layer}")
-    if not isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) or norm.running_var is None:
-        raise ConfigError("model", f"can fold only a BatchNorm that tracks statistics, got {norm}")
-    assert norm.running_mean is not None
     w = layer.weight.detach().to(torch.float64)
     b = (layer.bias.detach().to(torch.float64) if layer.bias is not None
          else torch.zeros(w.shape[0], dtype=torch.float64))
-    s = 1.0 / torch.sqrt(norm.running_var.to(torch.float64) + norm.eps)
-    if norm.affine:
-        s = s * norm.weight.detach().to(torch.float64)
-    b_f = (b - norm.running_mean.to(torch.float64)) * s
-    if norm.affine:
-        b_f = b_f + norm.bias.detach().to(torch.float64)
+    s, mean, beta = norm_affine(norm)
+    b_f = (b - mean) * s
+    if beta is not None:
+        b_f = b_f + beta
     w_f = w * s.reshape(-1, *([1] * (w.dim() - 1)))
     return w_f.to(torch.float32).numpy(), b_f.to(torch.float32).numpy()
+
+
+def norm_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(s, mean, β) in float64 of an eval batch-norm y = (x − mean)·s + β: s = γ/√(var + ε)
+    (γ = 1 and β None without affine). The one reading of a batch-norm for the fold and
+    for the agreement tolerance."""
+    if not isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) or norm.running_var is None:
+        raise ConfigError("model", f"can fold only a BatchNorm that tracks statistics, got {norm}")
+    assert norm.running_mean is not None
+    s = 1.0 / torch.sqrt(norm.running_var.to(torch.float64) + norm.eps)
+    if not norm.affine:
+        return s, norm.running_mean.to(torch.float64), None
+    return (s * norm.weight.detach().to(torch.float64), norm.running_mean.to(torch.float64),
+            norm.bias.detach().to(torch.float64))
 
 
 @dataclass(frozen=True)
