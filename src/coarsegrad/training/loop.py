@@ -301,9 +301,11 @@ def train(
         if config.schedule != "constant":
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step, total)
-        methods.before_step()
+        if methods:  # float weights: nothing to do, and nothing spent on the hot path
+            methods.before_step()
         optimizer.step()
-        methods.after_step(step)
+        if methods:
+            methods.after_step(step)
         history.steps_run = step + 1
         if on_checkpoint is not None and checkpoint_every and history.steps_run % checkpoint_every == 0 \
                 and history.steps_run < total:
