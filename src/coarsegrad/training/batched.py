@@ -48,7 +48,7 @@ from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.quant.kernels import BLOCK_ELEMENTS, EagerQuantizer
 from coarsegrad.quant.spec import ActQuant
 
-_ROWS = ("ids", "X", "Xhalf", "y", "W", "lr", "alpha", "onehot", "acc", "loss", "first")
+_ROWS = ("ids", "X", "Xt", "Xhalf", "Xhalf_t", "y", "W", "H0", "D", "lr", "alpha", "onehot", "acc", "loss", "first")
 """The per-run tensors of a block (dim 0 = run)."""
 
 
@@ -67,14 +67,31 @@ class BatchedResult:
 
 
 class _Block:
-    """Consecutive runs of the sorted order: their rows of X (and first halves ``Xhalf``
-    of mirrored rows), y, W, η, α, run ids, kernel and mirroring, and the metrics of
-    their last evaluated step (acc, loss; first perfect step or −1)."""
+    """Consecutive runs of the sorted order: their X (also transposed, ``Xt``, and the first
+    halves ``Xhalf``/``Xhalf_t`` of mirrored rows), y, W, and for μ′ ≡ 1 runs H₀ = W₀Xᵀ and
+    D; η, α, run ids, kernel and mirroring, and the metrics of their last evaluated step
+    (acc, loss; first perfect step or −1)."""
+
+    ids: torch.Tensor
+    X: torch.Tensor
+    Xt: torch.Tensor
+    Xhalf: torch.Tensor
+    Xhalf_t: torch.Tensor
+    y: torch.Tensor
+    W: torch.Tensor
+    H0: torch.Tensor
+    D: torch.Tensor
+    lr: torch.Tensor
+    alpha: torch.Tensor
+    onehot: torch.Tensor
+    acc: torch.Tensor
+    loss: torch.Tensor
+    first: torch.Tensor
 
     def __init__(self, rows: dict[str, torch.Tensor], kernels: list[EagerQuantizer], mirrored: list[bool],
                  units: int) -> None:
-        self.ids, self.X, self.Xhalf, self.y, self.W, self.lr, self.alpha, self.onehot, self.acc, self.loss, \
-            self.first = (rows[name] for name in _ROWS)
+        for name in _ROWS:
+            setattr(self, name, rows[name])
         self.kernels, self.mirrored, self.units = kernels, mirrored, units
         classes = self.onehot.shape[1]
         self.tiebreak = torch.arange(classes - 1, -1, -1, dtype=self.X.dtype).view(1, classes, 1)
@@ -83,13 +100,19 @@ class _Block:
     @classmethod
     def start(cls, X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, ids: torch.Tensor, lr: torch.Tensor,
               kernels: list[EagerQuantizer], mirrored: list[bool], units: int) -> _Block:
-        runs, classes = ids.numel(), W.shape[1] // units
-        Xr = X[ids].contiguous()
-        half = Xr.new_empty(runs, 0, Xr.shape[2])  # the same shape in every block, so blocks merge
+        runs, classes, d = ids.numel(), W.shape[1] // units, X.shape[2]
+        Xr, Wr = X[ids].contiguous(), W[ids].detach().clone()
+        half = Xr.new_empty(runs, 0, d)  # the same shape in every block, so blocks merge
         if Xr.shape[1] % (2 * classes) == 0:
-            half = Xr.view(runs, classes, 2, -1, Xr.shape[2])[:, :, 0].reshape(runs, -1, Xr.shape[2])
-        rows = {"ids": ids, "X": Xr, "Xhalf": half.contiguous(),
-                "y": y[ids].contiguous(), "W": W[ids].detach().clone(), "lr": lr[ids],
+            half = Xr.view(runs, classes, 2, -1, d)[:, :, 0].reshape(runs, -1, d)
+        # H₀ = W₀Xᵀ for the runs with μ′ ≡ 1 (zeros for the others: never read)
+        H0 = Xr.new_zeros(runs, W.shape[1], Xr.shape[1])
+        for r, kernel in enumerate(kernels):
+            if kernel.mode == "all":
+                torch.mm(Wr[r], Xr[r].t(), out=H0[r])
+        rows = {"ids": ids, "X": Xr, "Xt": Xr.transpose(1, 2).contiguous(), "Xhalf": half.contiguous(),
+                "Xhalf_t": half.transpose(1, 2).contiguous(), "y": y[ids].contiguous(), "W": Wr, "H0": H0,
+                "D": Xr.new_zeros(runs, classes, d), "lr": lr[ids],
                 "alpha": torch.tensor([k.alpha for k in kernels], dtype=X.dtype).view(runs, 1, 1),
                 "onehot": torch.nn.functional.one_hot(y[ids], classes).to(X.dtype).transpose(1, 2).contiguous(),
                 "acc": torch.zeros(runs, dtype=torch.float64),
@@ -113,31 +136,39 @@ class _Block:
         rows = {name: torch.cat([getattr(self, name), getattr(other, name)]) for name in _ROWS}
         return _Block(rows, self.kernels + other.kernels, self.mirrored + other.mirrored, self.units)
 
+    def _preactivations(self, a: int, b: int, mirrored: bool, h: torch.Tensor, half: torch.Tensor) -> None:
+        """h = W Xᵀ [runs, H, N] of runs a..b into ``h`` (module docstring: H₀ − D̃Xᵀ for μ′ ≡ 1,
+        the first halves then their negation for mirrored runs)."""
+        classes = self.onehot.shape[1]
+        if a >= self.split:  # μ′ ≡ 1: h = H₀ − (D Xᵀ) repeated over each class's units
+            E = torch.bmm(self.D[a:b], self.Xt[a:b])
+            torch.sub(self.H0[a:b].view(b - a, classes, self.units, -1), E.unsqueeze(2),
+                      out=h.view(b - a, classes, self.units, -1))
+        elif mirrored:  # h(−x) = −h(x): the product with the first halves, then its negation
+            p = torch.bmm(self.W[a:b], self.Xhalf_t[a:b], out=half)
+            p, v = p.view(b - a, -1, classes, 1, p.shape[2] // classes), h.view(b - a, h.shape[1], classes, 2, -1)
+            v[:, :, :, :1].copy_(p)
+            torch.neg(p, out=v[:, :, :, 1:])
+        else:
+            torch.bmm(self.W[a:b], self.Xt[a:b], out=h)
+
     def step(self, t: int, stop_at_perfect: bool, out: BatchedResult, work: list[torch.Tensor]) -> bool:
         """Step ``t`` of every run in the block (evaluate, then update the runs that go on);
         record and drop the runs that stop; False when none is left. ``work``: five
-        [≥ runs, N, H] buffers and one [≥ runs, N/2, H] shared by the blocks."""
-        runs, n = self.X.shape[0], self.X.shape[1]
+        [≥ runs, H, N] buffers and one [≥ runs, H, N/2] shared by the blocks."""
+        runs, n, classes = self.X.shape[0], self.X.shape[1], self.onehot.shape[1]
         h, codes, scratch, dh, factor, half = (w[:runs] for w in work)
         factors: list[torch.Tensor | None] = []
         for kernel, a, b, mirrored in self.segments:
-            if mirrored:  # h(−x) = −h(x): the product of the first halves, then its negation
-                p = torch.bmm(self.Xhalf[a:b], self.W[a:b].transpose(1, 2), out=half[a:b])
-                p, v = p.view(b - a, -1, 1, p.shape[1] // self.onehot.shape[1], p.shape[2]), h[a:b]
-                v = v.view(p.shape[0], p.shape[1], 2, p.shape[3], p.shape[4])
-                v[:, :, :1].copy_(p)
-                torch.neg(p, out=v[:, :, 1:])
-            else:
-                torch.bmm(self.X[a:b], self.W[a:b].transpose(1, 2), out=h[a:b])
+            self._preactivations(a, b, mirrored, h[a:b], half[a:b])
             factors.append(_factor(kernel, h[a:b], factor[a:b]))  # before the kernel may clamp h
             kernel.forward(h[a:b], codes[a:b], scratch[a:b], need_factor=False)
-        # [runs, K, N]: classes first, so the reductions over K run along N
-        sums = codes.view(runs, n, -1, self.units).sum(-1).transpose(1, 2).contiguous()
+        sums = codes.view(runs, classes, self.units, n).sum(2)  # [runs, K, N]: exact integer sums
         logp = torch.log_softmax(sums * self.alpha, 1)
         self.loss = -(logp * self.onehot).sum(1).mean(-1, dtype=torch.float64)
         # argmax with ties to the lower class, as torch.argmax (slow over a dim of 4): the
         # integer key K·S_k + (K − 1 − k) has a unique maximum at that class
-        key = sums.mul(self.onehot.shape[1]).add_(self.tiebreak)
+        key = sums.mul(classes).add_(self.tiebreak)
         self.acc = ((key * self.onehot).sum(1) == key.amax(1)).to(torch.float64).mean(-1)
         self.first = torch.where((self.first < 0) & (self.acc == 1.0), t, self.first)
         done = ~torch.isfinite(self.loss)
@@ -146,17 +177,22 @@ class _Block:
         finished = bool(done.any())
         if finished:
             self.finish(done, t, out)  # their weights before this step's update, which is wasted on them
-        g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))
+        g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))  # [runs, K, N]
         s = self.split
         if s:
-            dh = dh[:s]
-            dh.view(s, n, -1, self.units).copy_(g[:s].transpose(1, 2).unsqueeze(-1).expand(-1, -1, -1, self.units))
-            for (kernel, a, b, _), m in zip(self.segments, factors, strict=True):
-                if a < s:
-                    kernel.backward(dh[a:b], h[a:b], m)
-            self.W[:s].baddbmm_(dh.transpose(1, 2), self.X[:s], alpha=-1.0)
-        if s < runs:  # μ′ = 1: dh repeats g over each class's units, so dhᵀX = (gX) repeated
-            self.W[s:].view(runs - s, -1, self.units, self.W.shape[2]).sub_(torch.bmm(g[s:], self.X[s:]).unsqueeze(2))
+            dh[:s].view(s, classes, self.units, n).copy_(g[:s].unsqueeze(2).expand(-1, -1, self.units, -1))
+        for (kernel, a, b, mirrored), m in zip(self.segments, factors, strict=True):
+            if a >= s:
+                break
+            kernel.backward(dh[a:b], h[a:b], m)
+            if mirrored:  # Σ_n dh_n x_n over pairs (x, −x): (dh(x) − dh(−x))·x over the first halves
+                v = dh[a:b].view(b - a, -1, classes, 2, n // (2 * classes))
+                diff = torch.sub(v[:, :, :, 0], v[:, :, :, 1], out=half[a:b].view(b - a, -1, classes, n // (2 * classes)))
+                self.W[a:b].baddbmm_(diff.view(b - a, -1, n // 2), self.Xhalf[a:b], alpha=-1.0)
+            else:
+                self.W[a:b].baddbmm_(dh[a:b], self.X[a:b], alpha=-1.0)
+        if s < runs:  # μ′ ≡ 1: dh repeats g over each class's units, so W_u moves by −(gX)_{class(u)}
+            self.D[s:].baddbmm_(g[s:], self.X[s:])
         if finished:
             keep = (~done).nonzero().squeeze(1)
             if keep.numel() == 0:
@@ -168,11 +204,18 @@ class _Block:
             self._segment()
         return True
 
+    def weights(self, r: int) -> torch.Tensor:
+        """Run r's first-layer weights now: W, or W₀ − D repeated over each class's units."""
+        if r < self.split:
+            return self.W[r]
+        classes = self.onehot.shape[1]
+        return (self.W[r].view(classes, self.units, -1) - self.D[r].unsqueeze(1)).view_as(self.W[r])
+
     def finish(self, done: torch.Tensor, steps_run: int, out: BatchedResult) -> None:
         """Write the results of the runs where ``done`` (all of them after the last step)."""
         for r in done.nonzero().squeeze(1).tolist():
             run = int(self.ids[r])
-            out.weights[run] = self.W[r]
+            out.weights[run] = self.weights(r)
             out.steps_run[run] = steps_run
             if not math.isfinite(float(self.loss[r])):
                 out.diverged_step[run], out.train_acc[run], out.loss[run] = steps_run, 0.0, math.nan
@@ -232,8 +275,8 @@ def train_batched(
                            [mirrored[r] for r in chunk], units)
               for chunk in (ranked[i:i + block_runs] for i in range(0, runs, block_runs))]
     width = min(block_runs, runs)
-    work = [torch.empty(width, X.shape[1], W.shape[1], dtype=X.dtype) for _ in range(5)]
-    work.append(torch.empty(width, X.shape[1] // 2, W.shape[1], dtype=X.dtype))
+    work = [torch.empty(width, W.shape[1], X.shape[1], dtype=X.dtype) for _ in range(5)]
+    work.append(torch.empty(width, W.shape[1], X.shape[1] // 2, dtype=X.dtype))
     with torch.no_grad():
         for t in range(steps):
             before = len(blocks), [b.X.shape[0] for b in blocks]
