@@ -13,10 +13,12 @@ from coarsegrad.cli.main import main
 from coarsegrad.config import ModelConfig, load_preset
 from coarsegrad.data.datasets import find_dataset
 from coarsegrad.experiments import full_quant as fq
+from coarsegrad.experiments import mnist
 from coarsegrad.experiments import reproduce as rp
 from coarsegrad.io.checkpoint import load_checkpoint
 from coarsegrad.io.results import FullQuantRow, read_rows
 from coarsegrad.quant.qlayers import QuantLinear
+from coarsegrad.training.loop import evaluate
 
 MNIST = pytest.mark.skipif(find_dataset("mnist") is None, reason="MNIST not found (set COARSEGRAD_DATA)")
 WEIGHT_LSQ = "weight_step" in {f.name for f in dataclasses.fields(ModelConfig)}
@@ -113,6 +115,7 @@ def test_grid_table_from_hand_numbers():
 @MNIST
 def test_quick_plan_end_to_end(tmp_path, monkeypatch, capsys):
     small_test_split(monkeypatch)
+    small = mnist.prepare_dataset("mnist")  # the cut test split the trials see
     monkeypatch.setitem(fq.PLANS, "quick", {**fq.PLANS["quick"], "subset": 300})
     out = tmp_path / "fq"
     code, text, _ = run_cli(capsys, "reproduce", "--quick", "--only", "full-quant", "--out", out, "--workers", 1,
@@ -123,8 +126,11 @@ def test_quick_plan_end_to_end(tmp_path, monkeypatch, capsys):
     assert "## MNIST, MLP 784-128-10, fully quantized" in text and (out / "tables.md").read_text() in text + "\n"
     assert "| 2 bits (ternary) | binaryrelax | fixed |" in text and "Float network" in text
     assert json.loads((out / "env.json").read_text())["experiments"] == ["full-quant"]
+    x_test, y_test = small.x_test, small.y_test
     for row in rows:
         assert row.train_subset == 300 and row.dataset == "mnist" and row.model == "mlp"
+        # the saved final model gives the record's test accuracy again (same 100 test images)
+        assert evaluate(fq.load_trial_model(row.to_dict()), x_test, y_test)[1] == row.test_acc
         if row.bits is None:
             continue
         model, header = load_checkpoint(row.model_file)  # the saved final model, rebuilt from its header

@@ -35,10 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from coarsegrad.config import ModelConfig, load_preset
+from coarsegrad.errors import ConfigError
 from coarsegrad.experiments.mnist import mnist_trial
 from coarsegrad.experiments.report import mean_std
+from coarsegrad.io import tensorfile
+from coarsegrad.io.checkpoint import load_checkpoint
+from coarsegrad.io.checkpoint_header import LENET_IN, SIZE_TENSORS
 from coarsegrad.io.results import FullQuantRow
+from coarsegrad.models.build import build_model
 
 EXPERIMENT = "full_quant"
 MODELS = ("mlp", "lenet5")
@@ -159,6 +166,25 @@ def trials(plan: dict[str, Any], out: Path, data_dir: str | None, device: str, s
             for seed in range(seeds or plan["seeds"])]
 
 
+def load_trial_model(record: Mapping[str, Any]) -> nn.Module:
+    """The final model a trial saved (``record["model_file"]``), in eval mode: a checkpoint
+    (:func:`~coarsegrad.io.checkpoint.load_checkpoint`) for quantized activations, the float
+    network rebuilt from the record's model config with its saved state. What the deployed
+    size and the integer engine's speed are measured on."""
+    path = record["model_file"]
+    if path is None:
+        raise ConfigError("model_file", "this record saved no model")
+    if record["bits"] is not None:
+        return load_checkpoint(path)[0]
+    tensors, _ = tensorfile.load(path)
+    config = ModelConfig(**record["config"]["model"])
+    first, last = SIZE_TENSORS[config.model]
+    in_features = LENET_IN if config.model == "lenet5" else int(tensors[first].shape[1])
+    model = build_model(config, in_features, int(tensors[last].shape[0]), seed=0)
+    model.load_state_dict(tensors)
+    return model.eval()
+
+
 def row_label(record: Mapping[str, Any]) -> tuple[str, str, str]:
     """(weights, method, step) of a record, as the table's first three columns."""
     spec = record["weight_quant"]
@@ -177,7 +203,8 @@ def grid_markdown(records: list[dict[str, Any]], model: str, dataset: str,
 
     ``columns`` adds one column per name, its cell computed from the row's records (all its
     act widths and seeds): the place for the deployed size and the integer engine's speed of
-    the saved models (``record["model_file"]``, read with :func:`coarsegrad.io.checkpoint.load_checkpoint`).
+    the saved models (:func:`load_trial_model`), e.g.
+    ``{"size (KiB)": lambda group: f"{deployed_size(load_trial_model(group[0])) / 1024:.1f}"}``.
     """
     mine = [r for r in records if r["experiment"] == EXPERIMENT and r["model"] == model and r["dataset"] == dataset]
     floats = [r for r in mine if r["bits"] is None]
