@@ -21,12 +21,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST files (default: the usual places)")
     p.add_argument("--dataset", default="mnist", choices=tuple(DATASETS),
-                   help="data of mnist_two_layer and lenet5 (default: mnist; lenet5-ordering is always mnist)")
+                   help="data of mnist_two_layer, lenet5 and full-quant (default: mnist; lenet5-ordering is "
+                        "always mnist)")
     p.add_argument("--only", default=None,
                    help=f"comma-separated subset of: {', '.join(EXPERIMENTS)} (default: "
                         f"{','.join(FULL_EXPERIMENTS)} with --full, {','.join(QUICK_EXPERIMENTS)} with --quick; "
                         f"synthetic-table: quick 3 seeds x 2000 steps, full 10 x 10000; lenet5-ordering: "
-                        f"the 2019 STE ordering on LeNet-5, 2 bits)")
+                        f"the 2019 STE ordering on LeNet-5, 2 bits; full-quant: MLP and LeNet-5 with quantized weights "
+                        f"and activations, docs/full_quant.md)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--seeds", type=int, default=None, help="override the seeds per setting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

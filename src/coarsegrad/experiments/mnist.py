@@ -18,6 +18,7 @@ from coarsegrad.config import ModelConfig
 from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.errors import TrainingDiverged
 from coarsegrad.io import tensorfile
+from coarsegrad.io.checkpoint import save_checkpoint
 from coarsegrad.io.results import MnistTrialRow
 from coarsegrad.models.build import build_model
 from coarsegrad.training.loop import TrainConfig, evaluate, train
@@ -42,7 +43,12 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
     (a :class:`MnistTrialRow` as a dict).
 
     ``bits=None`` trains the float network (plain ReLU: the baseline, and LeNet-5's float init).
-    ``init_from`` loads starting weights (safetensors); ``save_to`` saves the final ones.
+    ``model`` holds any other :class:`ModelConfig` fields: quantized weights (``weight_kind``,
+    ``weight_bits``, ``weight_method`` …), a learned activation step (``act_step``).
+    ``init_from`` loads starting weights (safetensors); ``save_to`` saves the final ones: a
+    network with quantized activations as a checkpoint (:func:`coarsegrad.io.checkpoint.save_checkpoint`,
+    tensors + the header that rebuilds it, with the input normalisation; ``load_checkpoint`` reads
+    it), a float one as its plain state (the float init that ``init_from`` loads).
     """
     splits = prepare_dataset(dataset, data_dir, device=device)
     x_train, y_train = _subset(splits.x_train, splits.y_train, train_subset, seed)
@@ -80,7 +86,9 @@ def mnist_trial(experiment: str, model: dict, ste: str, bits: int | None, seed: 
     test_loss, test_acc = evaluate(net, splits.x_test, splits.y_test)
     if curve["test_acc"] and diverged is None:
         curve["test_acc"][-1] = test_acc  # the last epoch's point is the final evaluation
-    if save_to:
+    if save_to and bits is not None:
+        save_checkpoint(save_to, net, config=model_cfg, normalization=(splits.mean, splits.std))
+    elif save_to:
         tensorfile.save(save_to, dict(net.state_dict()))
     return MnistTrialRow(
         experiment=experiment, dataset=dataset, model=model_cfg.model,

@@ -11,6 +11,9 @@ Seven experiments (``PLANS`` gives the sizes of the first three and ``lenet5-ord
   Every table has its float row (float seeds of the same network).
 * ``lenet5-ordering`` — the 2019 ordering study on MNIST LeNet-5
   (:mod:`coarsegrad.experiments.ordering`); run only when named in ``only``.
+* ``full-quant`` — fully quantized MLP and LeNet-5 on ``dataset``: weights × activations ×
+  weight method × fixed or learned step (:mod:`coarsegrad.experiments.full_quant`, its own
+  ``PLANS`` and nearest rounding whatever ``rounding`` is); run only when named in ``only``.
 * ``synthetic-table`` and ``synthetic-units`` — rounding × STE × bits × data × seeds and
   the units-per-class sweep, each one batched program (:mod:`coarsegrad.experiments.synthetic_table`);
   run only when named in ``only``.
@@ -36,7 +39,7 @@ from typing import Any
 from coarsegrad.config import load_preset
 from coarsegrad.data.datasets import find_dataset, not_found_message
 from coarsegrad.errors import ConfigError
-from coarsegrad.experiments import ordering, report, synthetic_table
+from coarsegrad.experiments import full_quant, ordering, report, synthetic_table
 from coarsegrad.experiments.mnist import ICLR2019_LENET5, float_init_path, mnist_trial
 from coarsegrad.experiments.synthetic import BITS, STES, synthetic_trial
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
@@ -45,7 +48,7 @@ from coarsegrad.parallel import run_trials
 from coarsegrad.quant.staircase import DEFAULT_ROUNDING, check_rounding
 
 EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory", "synthetic-table", "synthetic-units",
-               "lenet5-ordering")
+               "lenet5-ordering", "full-quant")
 FULL_EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5", "theory")
 QUICK_EXPERIMENTS = ("synthetic", "mnist_two_layer", "lenet5")
 # Overrides of each theory study's defaults (full) or quick preset (quick).
@@ -185,7 +188,7 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
     """Run the experiments in ``only`` (default :func:`default_experiments`); write records,
     tables and plots to ``out``; return the records (theory records stay in ``out/theory``).
 
-    ``dataset`` (``DATASETS``) is the data of ``mnist_two_layer`` and ``lenet5``;
+    ``dataset`` (``DATASETS``) is the data of ``mnist_two_layer``, ``lenet5`` and ``full-quant``;
     ``lenet5-ordering`` is always MNIST. ``seeds`` overrides the plan's seed counts (for smoke
     tests); ``rounding``: see the module docstring.
     """
@@ -196,7 +199,7 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
         raise ConfigError("only", f"unknown experiment(s) {sorted(unknown)}; valid: {', '.join(EXPERIMENTS)}")
     if dataset not in DATASETS:
         raise ConfigError("dataset", f"must be one of {', '.join(DATASETS)}, got {dataset!r}")
-    for names, data in ((("mnist_two_layer", "lenet5"), dataset), (("lenet5-ordering",), "mnist")):
+    for names, data in ((("mnist_two_layer", "lenet5", "full-quant"), dataset), (("lenet5-ordering",), "mnist")):
         if set(only) & set(names) and find_dataset(data, data_dir) is None:
             print(f"reproduce: skipping {', '.join(x for x in names if x in only)}: "
                   f"{not_found_message(data, data_dir)}", file=sys.stderr)
@@ -239,6 +242,9 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
         add(ordering.float_trials(ordering_plan, out, data_dir, device, seeds), "lenet5-ordering float")
         add(ordering.quantized_trials(ordering_plan, out, data_dir, device, seeds, rounding),
             "lenet5-ordering")
+    if "full-quant" in only:
+        add(full_quant.trials(full_quant.PLANS["full" if full else "quick"], out, data_dir, device, seeds, dataset),
+            f"{dataset} full-quant")
     theory = run_theory(full, out / "theory", workers, progress, seeds, data_dir) if "theory" in only else None
     env = environment(device)
     write_rows(out / "results.json", records)
@@ -279,6 +285,13 @@ def write_report(records: list[dict], out: Path, env: dict, mode: str,
         parts.append(f"## MNIST, LeNet-5, {ordering.study_bits(records)} bits: the ICLR 2019 ordering "
                      "(is identity behind?)\n\n"
                      + ordering.ordering_markdown(records))
+    for dataset, title in DATASETS.items():
+        for model in full_quant.MODELS:
+            if any(r["experiment"] == full_quant.EXPERIMENT and (r["model"], r["dataset"]) == (model, dataset)
+                   for r in records):
+                parts.append(f"## {title}, {full_quant.TITLES[model]}, fully quantized: test accuracy % "
+                             "(mean ± std over seeds)\n\n" + full_quant.setup_line(records, model)
+                             + full_quant.grid_markdown(records, model, dataset))
     if theory:
         from coarsegrad.theory.summary import theory_summary
 

@@ -3,7 +3,7 @@
 - :class:`RunSummary`: a run directory's ``summary.json`` (written by ``training/run.py``);
 - :class:`TrialRecord` (with :class:`TrialMetrics`): one line of a sweep's ``trials.jsonl``;
 - :class:`EpochBenchRecord`, :class:`InferenceBenchRecord`: ``coarsegrad bench --json`` records;
-- :class:`SyntheticTrialRow`, :class:`MnistTrialRow`, :class:`SyntheticTableRow`: the rows of
+- :class:`SyntheticTrialRow`, :class:`MnistTrialRow` (:class:`FullQuantRow`), :class:`SyntheticTableRow`: the rows of
   ``coarsegrad reproduce``'s ``results.json`` (a JSON list; :func:`write_rows`, :func:`read_rows`).
 
 Every record carries ``schema_version``. JSON keys are the field names, as in the records
@@ -273,6 +273,20 @@ class MnistTrialRow(_TrialRow):
 
 
 @dataclass
+class FullQuantRow(MnistTrialRow):
+    """One seed of ``full_quant`` (:mod:`coarsegrad.experiments.full_quant`): an
+    :class:`MnistTrialRow` with the weights' spec (``WeightQuant.to_dict()``, None: float
+    weights), the activation's ``act_step`` (fixed, lsq), the grid's weight ``method`` (None:
+    float weights) and ``step`` (fixed, learned), and the saved final model (``model_file``)."""
+
+    weight_quant: dict[str, Any] | None = None
+    act_step: str = "fixed"
+    method: str | None = None
+    step: str = "fixed"
+    model_file: str | None = None
+
+
+@dataclass
 class SyntheticTableRow(_Record):
     """One run of ``synthetic_table`` or ``synthetic_units`` (:mod:`coarsegrad.experiments.synthetic_table`)."""
 
@@ -306,7 +320,7 @@ ROW_TYPES: dict[str, type[_Record]] = {
     "lenet5_float": MnistTrialRow, "synthetic_table": SyntheticTableRow, "synthetic_units": SyntheticTableRow,
     "fashion_mnist_two_layer": MnistTrialRow, "fashion_mnist_lenet5": MnistTrialRow,
     "fashion_mnist_lenet5_float": MnistTrialRow, "lenet5_ordering_scratch": MnistTrialRow,
-    "lenet5_ordering_from_float": MnistTrialRow, "lenet5_ordering_float": MnistTrialRow}
+    "lenet5_ordering_from_float": MnistTrialRow, "lenet5_ordering_float": MnistTrialRow, "full_quant": FullQuantRow}
 
 
 def row_from_dict(raw: object, source: str = "row", cls: type[_Record] | None = None) -> _Record:
@@ -338,6 +352,6 @@ def read_rows(path: str | Path, cls: type[_Record] | None = None) -> list[Any]:
     return [row_from_dict(row, f"{path} row {i}", cls) for i, row in enumerate(raw)]
 
 
-__all__ = ["ROW_TYPES", "SCHEMA_VERSION", "EpochBenchRecord", "InferenceBenchRecord", "MnistTrialRow", "RunSummary",
-           "SyntheticBenchRecord", "SyntheticTableRow", "SyntheticTrialRow", "TrialMetrics", "TrialRecord",
+__all__ = ["ROW_TYPES", "SCHEMA_VERSION", "EpochBenchRecord", "FullQuantRow", "InferenceBenchRecord", "MnistTrialRow",
+           "RunSummary", "SyntheticBenchRecord", "SyntheticTableRow", "SyntheticTrialRow", "TrialMetrics", "TrialRecord",
            "read_record", "read_rows", "row_from_dict", "write_record", "write_rows"]
