@@ -116,12 +116,12 @@ def test_float32_near_ties_train_forward_equals_exported_q(gen):
 def test_linear_gradients_match_numpy_lsq(granularity, gen):
     spec = WeightQuant("uniform", 3, granularity, step="lsq")  # M = 3
     layer = QuantLinear(6, 4, weight_quant=spec, dtype=torch.float64)
+    steps = torch.tensor([0.25, 0.5, 0.125, 0.25], dtype=torch.float64).view(4, 1)  # powers of 2: exact w/s
     with torch.no_grad():
         layer.weight.copy_(torch.randn(4, 6, generator=gen, dtype=torch.float64))
-        layer.weight_step.mul_(0.6)  # smaller than s₀: some weights beyond ±M·s
-        s = layer.weight_step.detach().numpy()
-        s_row = s if granularity == "layer" else s[0, 0]
-        layer.weight[0, :4] = torch.tensor([3.0, -3.0, 1.5, -0.5]) * float(s_row)  # at ±M and at ties
+        layer.weight_step.copy_(steps if granularity == "channel" else steps[0, 0])
+        layer.weight[0, :4] = torch.tensor([3.0, -3.0, 1.5, -0.5]) * 0.25  # at ±M and at ties
+    s = layer.weight_step.detach().numpy()
     x = torch.randn(5, 6, generator=gen, dtype=torch.float64)
     upstream = torch.randn(5, 4, generator=gen, dtype=torch.float64)
     out = layer(x)
@@ -130,7 +130,7 @@ def test_linear_gradients_match_numpy_lsq(granularity, gen):
     grad_q = upstream.numpy().T @ x.numpy()
     q, dw, ds = numpy_lsq_weight(w, s, 3, grad_q, None if granularity == "layer" else (1,))
     v = w / s
-    assert (np.abs(v) > 3).any() and (np.abs(v) < 3).any()
+    assert v[0, :4].tolist() == [3.0, -3.0, 1.5, -0.5] and (np.abs(v) > 3).any() and (np.abs(v) < 3).any()
     np.testing.assert_allclose(out.detach().numpy(), x.numpy() @ q.T + layer.bias.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(layer.weight.grad.numpy(), dw, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(layer.weight_step.grad.numpy(), ds, rtol=1e-10, atol=1e-14)
