@@ -94,8 +94,8 @@ def test_forward_at_thresholds_matches_oracle_and_exported_codes():
 
 
 def test_float32_near_ties_train_forward_equals_exported_q(gen):
-    """w/s is taken in float64 in the forward as in weight_codes, so a float32 weight one ulp
-    off a tie (k + ½)·s is rounded the same way in training and in the exported codes."""
+    """w/s is taken in w's dtype in the forward as in weight_codes, so a float32 weight one
+    ulp off a tie (k + ½)·s is rounded the same way in training and in the exported codes."""
     spec = WeightQuant("uniform", 4, "channel", step="lsq")
     step = torch.rand(5, 1, generator=gen) * 0.3 + 0.05
     k = torch.randint(-7, 7, (5, 40), generator=gen).float() + 0.5
@@ -108,7 +108,8 @@ def test_float32_near_ties_train_forward_equals_exported_q(gen):
     w_hat = layer(torch.eye(120)).T
     codes, scales = layer.codes_and_scales()
     assert torch.equal(w_hat, scales * codes.float()) and torch.equal(layer.quantized_weight(), w_hat)
-    oracle = np.clip(np.round(w.numpy().astype(np.float64) / step.numpy().astype(np.float64)), -7, 7)
+    oracle = np.clip(np.round(w.numpy() / step.numpy()), -7, 7)  # float32 / float32 in NumPy
+    assert oracle.dtype == np.float32
     np.testing.assert_array_equal(codes.numpy(), oracle)
 
 

@@ -14,10 +14,10 @@ With ``step="lsq"`` the layer also holds the learned step s (``weight_step``, an
 nn.Parameter of shape [] per layer or [out, 1, …, 1] per channel, in the weight's dtype)
 starting at s₀ = 2·mean|w|/√M of the weights it is made with (``from_float``: the copied
 ones); N = the weights sharing one step. The forward is
-:func:`~coarsegrad.quant.learned.lsq_quantize` on float64 copies of w and s, so it equals
-Q(w) = scales·codes of :func:`~coarsegrad.quant.weights.weight_codes` exactly (the one
-rule for w/s). The step is not kept positive per step (no host sync); exporting codes
-from a step ≤ 0 raises ``DataError('step')``.
+:func:`~coarsegrad.quant.learned.lsq_quantize` in w's dtype; it equals Q(w) = scales·codes
+of :func:`~coarsegrad.quant.weights.weight_codes` exactly (both take w/s in w's dtype).
+The step is not kept positive per step (no host sync); codes from a step ≤ 0 raise
+``DataError('step')``.
 
 The gradient goes straight through the projection (and the blend) to the latent weight:
 BCGD's g(Q(w)) and BinaryRelax's ∇f(w̃) are gradients at the effective weight applied to
@@ -59,11 +59,10 @@ class _MaskedStraightThrough(torch.autograd.Function):
 
 def lsq_weight(w: torch.Tensor, step: torch.Tensor, spec: WeightQuant) -> torch.Tensor:
     """s·clip(⌊w/s⌉, −M, M) with LSQ's gradients to w and s (grad scale 1/√(N·M), N the
-    weights per step), computed in float64 and returned in w's dtype."""
+    weights per step), in w's dtype."""
     m = spec.max_code
     n = w.numel() if spec.granularity == "layer" else w[0].numel()
-    wide = torch.float64
-    return lsq_quantize(w.to(wide), step.to(wide), -m, m, lsq_grad_scale(n, m)).to(w.dtype)
+    return lsq_quantize(w, step.to(w.dtype), -m, m, lsq_grad_scale(n, m))
 
 
 def effective_weight(w: torch.Tensor, spec: WeightQuant, relax_lambda: torch.Tensor,

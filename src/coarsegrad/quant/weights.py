@@ -26,9 +26,15 @@ channel (dim 0; the mean / max below run over the layer, or over each slice w[o]
 
       c = clip(round_half_even(w/s), −M, M),   s₀ = 2·mean|w|/√M  (:func:`lsq_initial_step`)
 
+  the codes are :func:`~coarsegrad.quant.learned.lsq_levels`, the rounding of the training
+  forward (:func:`~coarsegrad.quant.learned.lsq_quantize`) with w/s in w's dtype, so they
+  are exactly those training used (a float32 quotient may round a weight within one
+  float32 ulp of a tie (k + ½)·s otherwise than the exact quotient; a float64 forward
+  would cost a float64 copy of w and of its gradient every step).
+
 The statistics (mean|w|, Δ, α, max|w|) are computed in float64 and each rounded once to
-the weight's dtype; the comparison |w| > Δ and the quotient w/s are made in float64, so
-float32 and float64 weights take the same rule. :func:`weight_codes` is the one
+the weight's dtype; the comparison |w| > Δ and the statistics' quotient w/s are made in
+float64, so float32 and float64 weights take the same rule. :func:`weight_codes` is the one
 implementation; :func:`project` is s·c made from it, so Q(w) = scales·codes exactly
 (what export packs). The codes carry no gradient: the straight-through estimators live
 in :mod:`coarsegrad.quant.qlayers`.
@@ -41,6 +47,7 @@ import math
 import torch
 
 from coarsegrad.errors import ConfigError, DataError
+from coarsegrad.quant.learned import lsq_levels
 from coarsegrad.quant.weight_spec import TERNARY_RATIO, WeightQuant
 
 
@@ -91,21 +98,21 @@ def weight_codes(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None =
 
     ``step``: the learned step s of an ``lsq`` spec (required there, refused otherwise),
     shaped as :func:`scale_shape`, finite and > 0 (else ``DataError('step')``); the scales
-    are s in w's dtype and the codes clip(round_half_even(w/s), −M, M) with w/s in float64."""
+    are s in w's dtype and the codes clip(round_half_even(w/s), −M, M) with w/s in w's dtype."""
     _check_weight(w, spec)
     if (step is not None) != (spec.step == "lsq"):
         raise ConfigError("step", f"a {spec.step!r} spec {'needs' if step is None else 'takes no'} learned step tensor")
-    dims = _reduce_dims(w, spec)
-    w64 = w.detach().to(torch.float64)
-    a = w64.abs()
     if step is not None:
         if tuple(step.shape) != scale_shape(w, spec):
             raise DataError("step", f"must have shape {list(scale_shape(w, spec))}, got {list(step.shape)}")
-        s64 = step.detach().to(w.dtype).to(torch.float64)
-        if not bool(torch.isfinite(s64).all() and (s64 > 0).all()):
+        s = step.detach().to(w.dtype)
+        if not bool(torch.isfinite(s).all() and (s > 0).all()):
             raise DataError("step", "a learned step must be finite and > 0")
-        m = spec.max_code
-        return torch.round(w64 / s64).clamp(-m, m).to(torch.int8), s64.to(w.dtype)
+        _, codes = lsq_levels(w.detach(), s, -spec.max_code, spec.max_code)
+        return codes.to(torch.int8), s
+    dims = _reduce_dims(w, spec)
+    w64 = w.detach().to(torch.float64)
+    a = w64.abs()
     if spec.kind == "binary":
         codes = torch.where(w64 >= 0, 1, -1)
         scale64 = a.mean(dims, keepdim=True)
