@@ -104,7 +104,8 @@ class ModelConfig:
     The weights are ``weight_quant()``: float for ``weight_kind="float"`` (the default;
     the other ``weight_*`` fields unused), else every Linear and Conv2d layer quantized
     with that kind, bits, granularity and method (``weight_hard_after``: a whole number is
-    a step, a number in (0, 1) a fraction of the run)."""
+    a step, a number in (0, 1) a fraction of the run; ``weight_step="lsq"``: a learned
+    LSQ step per layer or channel, uniform kind and method ste only)."""
 
     model: str = "two_layer"
     units_per_class: int = 20
@@ -122,6 +123,7 @@ class ModelConfig:
     weight_bits: int | None = None
     weight_granularity: Literal["layer", "channel"] = "layer"
     weight_method: Literal["ste", "bcgd", "binaryrelax"] = "ste"
+    weight_step: Literal["stat", "lsq"] = "stat"
     weight_clip: float | None = 1.0
     weight_rho: float = 1e-5
     weight_lam0: float = 1.0
@@ -154,13 +156,15 @@ class ModelConfig:
             if self.weight_bits is not None:
                 raise ConfigError("weight_bits", "needs weight_kind binary, ternary or uniform (float weights "
                                                  "have no bits)")
+            if v.choice("weight_step", self.weight_step, ("stat", "lsq")) != "stat":
+                raise ConfigError("weight_step", "needs weight_kind uniform (float weights have no step)")
             return None
         hard: Any = self.weight_hard_after
         if isinstance(hard, float) and hard.is_integer():
             hard = int(hard)
         try:
             return WeightQuant(kind=kind, bits=self.weight_bits,  # type: ignore[arg-type]
-                               granularity=self.weight_granularity, method=self.weight_method,
+                               granularity=self.weight_granularity, method=self.weight_method, step=self.weight_step,
                                clip=self.weight_clip, rho=self.weight_rho, lam0=self.weight_lam0,
                                lam_growth=self.weight_lam_growth, hard_after=hard)
         except ConfigError as exc:

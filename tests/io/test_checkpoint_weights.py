@@ -74,3 +74,27 @@ def test_export_refuses_quantized_weights(tmp_path):
         with pytest.raises(ConfigError) as info:
             export()
         assert info.value.field == "model" and "quantized weights" in str(info.value)
+
+
+LSQ_CFG = ModelConfig(model="lenet5", weight_kind="uniform", weight_bits=3, weight_granularity="channel",
+                      weight_step="lsq")
+
+
+def test_learned_weight_steps_round_trip(tmp_path):
+    model = build_model(LSQ_CFG, 784, 10, seed=0)
+    layers = [m for m in model.modules() if isinstance(m, cg.QuantConv2d | cg.QuantLinear)]
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            layer.weight_step.mul_(1.0 + 0.125 * i)  # each its own value, away from s₀
+    header = save_checkpoint(tmp_path / "m.safetensors", model, config=LSQ_CFG)
+    assert header["weight_quant"]["step"] == "lsq" and header["weight_quant"]["clip"] is None
+    assert header["tensors"]["features.0.weight_step"]["shape"] == [layers[0].weight.shape[0], 1, 1, 1]
+    loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(loaded(x), model.eval()(x))
+    with pytest.raises(ConfigError) as info:  # a config with the statistics step does not describe it
+        save_checkpoint(tmp_path / "s.safetensors", model, config=ModelConfig(
+            model="lenet5", weight_kind="uniform", weight_bits=3, weight_granularity="channel"))
+    assert info.value.field == "config"

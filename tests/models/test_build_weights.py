@@ -20,6 +20,8 @@ def test_weight_fields_make_the_spec():
     relax = ModelConfig(weight_kind="uniform", weight_bits=4, weight_method="binaryrelax", weight_hard_after=100.0)
     assert relax.weight_quant().hard_after == 100 and type(relax.weight_quant().hard_after) is int  # a step
     assert ModelConfig(weight_kind="ternary", weight_hard_after=0.25).weight_quant().hard_after == 0.25  # a fraction
+    lsq = ModelConfig(weight_kind="uniform", weight_bits=4, weight_granularity="channel", weight_step="lsq")
+    assert lsq.weight_quant() == WeightQuant("uniform", 4, "channel", step="lsq", clip=None)
 
 
 @pytest.mark.parametrize("field,kwargs", [
@@ -31,6 +33,10 @@ def test_weight_fields_make_the_spec():
     ("weight_lam_growth", {"weight_kind": "binary", "weight_lam_growth": 0.5}),
     ("weight_hard_after", {"weight_kind": "binary", "weight_hard_after": 1.5}),
     ("weight_clip", {"weight_kind": "binary", "weight_clip": -1.0}),
+    ("weight_step", {"weight_step": "lsq"}), ("weight_step", {"weight_step": "pact"}),
+    ("weight_step", {"weight_kind": "ternary", "weight_step": "lsq"}),
+    ("weight_step", {"weight_kind": "uniform", "weight_bits": 4, "weight_method": "bcgd", "weight_step": "lsq"}),
+    ("weight_clip", {"weight_kind": "uniform", "weight_bits": 4, "weight_clip": 0.5, "weight_step": "lsq"}),
 ])
 def test_bad_weight_fields_name_the_field(field, kwargs):
     with pytest.raises(ConfigError) as info:

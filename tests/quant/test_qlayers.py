@@ -110,7 +110,7 @@ def test_bad_specs_raise_config_error():
         QuantLinear(2, 2, weight_quant=cg.ActQuant(2))
     assert info.value.field == "weight_quant"
     with pytest.raises(ConfigError) as info:
-        QuantConv2d.from_float(nn.Conv2d(1, 1, 3), WeightQuant("uniform", 4, step="lsq"))
+        QuantConv2d.from_float(nn.Conv2d(1, 1, 3), WeightQuant("ternary", step="lsq"))
     assert info.value.field == "step"
 
 

@@ -13,7 +13,9 @@ you: a *skeleton*, an instance of your own class (fresh weights, plain ``nn.ReLU
   ``ActQuant.to_dict()``}, one entry per :class:`QuantReLU`, by its path in
   ``named_modules()``; relu: [paths of the plain ``nn.ReLU`` modules left in float]}.
   A learned-step QuantReLU (``learn="lsq"``/``"pact"``) saves its ``step``/``clip``
-  parameter among the tensors, so the learned value comes back exactly.
+  parameter among the tensors, so the learned value comes back exactly; so do quantized-weight
+  layers their latent weights, BinaryRelax buffers and LSQ ``weight_step`` (the skeleton
+  must be ``quantize_model``'d with the same ``weight=`` spec: the file holds no weight spec).
 
 Loading checks the digest, then that every saved path is an ``nn.ReLU`` or
 ``QuantReLU`` of the skeleton and every ``QuantReLU``/``nn.ReLU`` of the skeleton is saved (as a spec, or as a

@@ -65,16 +65,23 @@ def _reduce_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return grad.sum_to_size(like.shape) if like.dim() else grad.sum()
 
 
+def lsq_levels(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v, c): v = x/s and the integer levels c = clip(⌊v⌉, q_n, q_p) (half to even) in x's
+    dtype: LSQ's forward is s·c (the one rounding of x/s, also for the codes of weights)."""
+    v = x / step
+    return v, torch.round(v).clamp_(qn, qp)
+
+
 class LSQFunction(torch.autograd.Function):
     """y = s·clip(⌊x/s⌉, q_n, q_p) with LSQ's ∂y/∂x and ∂y/∂s (module docstring)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int,
                 grad_scale: float) -> torch.Tensor:
-        v = x / step
+        v, levels = lsq_levels(x, step, qn, qp)
         ctx.save_for_backward(v, step)
         ctx.bounds = (qn, qp, grad_scale)
-        return torch.round(v).clamp_(qn, qp).mul_(step)
+        return levels.mul_(step)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None,

@@ -8,6 +8,16 @@ in its forward the effective weight of the spec's method (Q from
     ste, bcgd       ŵ = Q(w)                                   ∂L/∂w = ∂L/∂ŵ [· 1{|w| ≤ clip}, ste with clip]
     binaryrelax     ŵ = (λ·Q(u) + u)/(λ + 1)  (relaxed phase)   ∂L/∂u = ∂L/∂ŵ
                     ŵ = Q(u)                   (hard phase, and always in eval mode)
+    ste, step lsq   ŵ = s·clip(⌊w/s⌉, −M, M)                   LSQ's ∂ŵ/∂w and ∂ŵ/∂s, g = 1/√(N·M)
+
+With ``step="lsq"`` the layer also holds the learned step s (``weight_step``, an
+nn.Parameter of shape [] per layer or [out, 1, …, 1] per channel, in the weight's dtype)
+starting at s₀ = 2·mean|w|/√M of the weights it is made with (``from_float``: the copied
+ones); N = the weights sharing one step. The forward is
+:func:`~coarsegrad.quant.learned.lsq_quantize` in w's dtype; it equals Q(w) = scales·codes
+of :func:`~coarsegrad.quant.weights.weight_codes` exactly (both take w/s in w's dtype).
+The step is not kept positive per step (no host sync); codes from a step ≤ 0 raise
+``DataError('step')``.
 
 The gradient goes straight through the projection (and the blend) to the latent weight:
 BCGD's g(Q(w)) and BinaryRelax's ∇f(w̃) are gradients at the effective weight applied to
@@ -27,8 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from coarsegrad.errors import ConfigError
+from coarsegrad.quant.learned import lsq_grad_scale, lsq_quantize
 from coarsegrad.quant.weight_spec import WeightQuant
-from coarsegrad.quant.weights import project
+from coarsegrad.quant.weights import lsq_initial_step, project, weight_codes
 
 
 class _MaskedStraightThrough(torch.autograd.Function):
@@ -46,9 +57,20 @@ class _MaskedStraightThrough(torch.autograd.Function):
         return grad * mask, None, None
 
 
+def lsq_weight(w: torch.Tensor, step: torch.Tensor, spec: WeightQuant) -> torch.Tensor:
+    """s·clip(⌊w/s⌉, −M, M) with LSQ's gradients to w and s (grad scale 1/√(N·M), N the
+    weights per step), in w's dtype."""
+    m = spec.max_code
+    n = w.numel() if spec.granularity == "layer" else w[0].numel()
+    return lsq_quantize(w, step.to(w.dtype), -m, m, lsq_grad_scale(n, m))
+
+
 def effective_weight(w: torch.Tensor, spec: WeightQuant, relax_lambda: torch.Tensor,
-                     relax_hard: torch.Tensor, training: bool) -> torch.Tensor:
-    """ŵ of the module docstring for latent ``w``, with the straight-through gradient."""
+                     relax_hard: torch.Tensor, training: bool, step: torch.Tensor | None = None) -> torch.Tensor:
+    """ŵ of the module docstring for latent ``w`` (and the learned ``step`` of an lsq
+    spec), with the straight-through gradient."""
+    if step is not None:
+        return lsq_weight(w, step, spec)
     q = project(w, spec)
     if spec.method == "ste" and spec.clip is not None:
         out: torch.Tensor = _MaskedStraightThrough.apply(w, q, spec.clip)  # type: ignore[no-untyped-call]
@@ -62,45 +84,57 @@ def effective_weight(w: torch.Tensor, spec: WeightQuant, relax_lambda: torch.Ten
 
 
 def _check_spec(spec: object) -> WeightQuant:
-    """``spec`` if it is a WeightQuant with a statistics step (the only one these layers have)."""
+    """``spec`` if it is a WeightQuant."""
     if not isinstance(spec, WeightQuant):
         raise ConfigError("weight_quant", f"must be a WeightQuant, got {type(spec).__name__}")
-    if spec.step != "stat":
-        raise ConfigError("step", f"{spec.step!r} weight steps are not provided by QuantLinear/QuantConv2d yet")
     return spec
 
 
 class _QuantWeights(nn.Module):
     """What :class:`QuantLinear` and :class:`QuantConv2d` share (listed first in their bases,
-    before the torch layer): the spec, the BinaryRelax buffers, Q(w) and the forward's ŵ."""
+    before the torch layer): the spec, the BinaryRelax buffers, the learned step (lsq),
+    Q(w) and the forward's ŵ."""
 
     weight: torch.Tensor
     weight_quant: WeightQuant
     relax_lambda: torch.Tensor
     relax_hard: torch.Tensor
+    weight_step: nn.Parameter | None
 
     def _set_weight_quant(self, spec: object) -> None:
-        """Hold ``spec`` and the BinaryRelax buffers at the start: λ = lam0 (float64), hard iff
-        ``hard_after`` is 0 (call after the torch layer's __init__)."""
+        """Hold ``spec``, the BinaryRelax buffers at the start (λ = lam0 in float64, hard iff
+        ``hard_after`` is 0) and, for an lsq spec, the step s₀ of the current weights (call
+        after the torch layer's __init__)."""
         self.weight_quant = _check_spec(spec)
         device = self.weight.device
         self.register_buffer("relax_lambda", torch.tensor(self.weight_quant.lam0, dtype=torch.float64, device=device))
         self.register_buffer("relax_hard", torch.tensor(self.weight_quant.hard_after == 0, device=device))
+        lsq = self.weight_quant.step == "lsq"
+        self.register_parameter("weight_step", nn.Parameter(lsq_initial_step(self.weight, self.weight_quant)) if lsq else None)
 
     def _copy_float(self, layer: nn.Linear | nn.Conv2d) -> None:
-        """Copy ``layer``'s weight (the latent w) and bias into this layer."""
+        """Copy ``layer``'s weight (the latent w) and bias into this layer; an lsq step
+        starts again at s₀ of the copied weights."""
         with torch.no_grad():
             self.weight.copy_(layer.weight)
             bias = getattr(self, "bias", None)
             if layer.bias is not None and bias is not None:
                 bias.copy_(layer.bias)
+            if self.weight_step is not None:
+                self.weight_step.copy_(lsq_initial_step(self.weight, self.weight_quant))
+
+    def codes_and_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int8 codes, scales) of the deployed weight, Q(w) = scales·codes
+        (:func:`~coarsegrad.quant.weights.weight_codes`; an lsq layer's scales are its step)."""
+        return weight_codes(self.weight, self.weight_quant, self.weight_step)
 
     def quantized_weight(self) -> torch.Tensor:
         """Q(w): the deployed weight (no gradient)."""
-        return project(self.weight, self.weight_quant)
+        return project(self.weight, self.weight_quant, self.weight_step)
 
     def _effective_weight(self) -> torch.Tensor:
-        return effective_weight(self.weight, self.weight_quant, self.relax_lambda, self.relax_hard, self.training)
+        return effective_weight(self.weight, self.weight_quant, self.relax_lambda, self.relax_hard, self.training,
+                                self.weight_step)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, weight_quant=({self.weight_quant.describe()})"

@@ -21,8 +21,13 @@ one scale per ``layer`` or per output ``channel`` (dim 0 of the weight).
   t, then Q(u) from step ``hard_after`` on (an int step, or a float in (0, 1]: that
   fraction of the run's steps; None: relaxed for the whole run).
 
-``step``: ``stat`` takes the scale from the weights' statistics (the formulas above);
-``lsq`` marks a learned step (LSQ, provided by :mod:`coarsegrad.quant.learned`).
+``step``: ``stat`` takes the scale from the weights' statistics (the formulas of
+:mod:`coarsegrad.quant.weights`); ``lsq`` learns it (LSQ, Esser et al. 2020, with
+:mod:`coarsegrad.quant.learned`): the layer holds a parameter s (per layer or per output
+channel), s₀ = 2·mean|w|/√M, and Q(w) = s·clip(⌊w/s⌉, −M, M). LSQ needs ``kind="uniform"``
+(bits = 2 gives the ternary levels −s, 0, s) and ``method="ste"``; its gradient to w is
+LSQ's own 1{−M ≤ w/s ≤ M} and the latent weights are not clipped, so ``clip`` is stored
+resolved to None (it may be left at its default 1.0 or given as None).
 """
 
 from __future__ import annotations
@@ -93,7 +98,16 @@ class WeightQuant:
             v.number("hard_after", hard, lo=0.0, hi=1.0, lo_open=True)
         elif hard is not None:
             v.integer("hard_after", hard, lo=0, hi=v.MAX_STEPS)
-        v.choice("step", self.step, STEPS)
+        if v.choice("step", self.step, STEPS) == "lsq":
+            if kind != "uniform":
+                raise ConfigError("step", f"lsq needs kind 'uniform' (bits=2 gives the ternary levels −s, 0, s), got {kind!r}")
+            if self.method != "ste":
+                raise ConfigError("step", f"lsq trains its step with the straight-through gradient: needs method 'ste', "
+                                          f"got {self.method!r}")
+            if self.clip not in (None, 1.0):
+                raise ConfigError("clip", f"lsq weights are not clipped (LSQ masks their gradient itself): leave clip "
+                                          f"at its default or None, got {self.clip!r}")
+            object.__setattr__(self, "clip", None)
 
     @property
     def max_code(self) -> int:
@@ -121,7 +135,7 @@ class WeightQuant:
 
     def describe(self) -> str:
         """One line: the projection and the method with only its own parameters."""
-        own = {"ste": f"clip={self.clip}", "bcgd": f"rho={self.rho:g}",
+        own = {"ste": "LSQ: learned step, no clip" if self.step == "lsq" else f"clip={self.clip}", "bcgd": f"rho={self.rho:g}",
                "binaryrelax": f"lam0={self.lam0:g}, lam_growth={self.lam_growth:g}, hard_after={self.hard_after}"}
         return (f"kind={self.kind}, bits={self.bits}, granularity={self.granularity}, "
                 f"method={self.method} ({own[self.method]}), step={self.step}")

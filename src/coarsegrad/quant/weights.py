@@ -21,9 +21,20 @@ channel (dim 0; the mean / max below run over the layer, or over each slice w[o]
 
   all-zero weights give s = 0 and c = 0 (no division by zero).
 
+* **uniform, learned step** (``step="lsq"``; LSQ, Esser et al., ICLR 2020): the scale is
+  the layer's parameter s (``step``, not a statistic)::
+
+      c = clip(round_half_even(w/s), −M, M),   s₀ = 2·mean|w|/√M  (:func:`lsq_initial_step`)
+
+  the codes are :func:`~coarsegrad.quant.learned.lsq_levels`, the rounding of the training
+  forward (:func:`~coarsegrad.quant.learned.lsq_quantize`) with w/s in w's dtype, so they
+  are exactly those training used (a float32 quotient may round a weight within one
+  float32 ulp of a tie (k + ½)·s otherwise than the exact quotient; a float64 forward
+  would cost a float64 copy of w and of its gradient every step).
+
 The statistics (mean|w|, Δ, α, max|w|) are computed in float64 and each rounded once to
-the weight's dtype; the comparison |w| > Δ and the quotient w/s are made in float64, so
-float32 and float64 weights take the same rule. :func:`weight_codes` is the one
+the weight's dtype; the comparison |w| > Δ and the statistics' quotient w/s are made in
+float64, so float32 and float64 weights take the same rule. :func:`weight_codes` is the one
 implementation; :func:`project` is s·c made from it, so Q(w) = scales·codes exactly
 (what export packs). The codes carry no gradient: the straight-through estimators live
 in :mod:`coarsegrad.quant.qlayers`.
@@ -31,9 +42,12 @@ in :mod:`coarsegrad.quant.qlayers`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from coarsegrad.errors import DataError
+from coarsegrad.errors import ConfigError, DataError
+from coarsegrad.quant.learned import lsq_levels
 from coarsegrad.quant.weight_spec import TERNARY_RATIO, WeightQuant
 
 
@@ -50,15 +64,52 @@ def _shape(stat: torch.Tensor, spec: WeightQuant) -> torch.Tensor:
     return stat.reshape(()) if spec.granularity == "layer" else stat
 
 
-@torch.no_grad()
-def weight_codes(w: torch.Tensor, spec: WeightQuant) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes, scales) of ``w`` under ``spec``: int8 codes with |c| ≤ spec.max_code and
-    scales in w's dtype, shaped [out, 1, …, 1] (channel) or [] (layer), so that
-    Q(w) = scales·codes (module docstring for each kind's formula)."""
+def _check_weight(w: torch.Tensor, spec: WeightQuant) -> None:
     if not w.is_floating_point() or w.dim() == 0 or w.numel() == 0:
         raise DataError("weight", f"must be a non-empty floating-point tensor, got {w.dtype} of shape {tuple(w.shape)}")
     if spec.granularity == "channel" and w.dim() < 2:
         raise DataError("weight", "per-channel scales need a weight with an output dimension and at least one more")
+
+
+def scale_shape(w: torch.Tensor, spec: WeightQuant) -> tuple[int, ...]:
+    """The shape of ``w``'s scales: () per layer, (out, 1, …, 1) per channel."""
+    return () if spec.granularity == "layer" else (w.shape[0],) + (1,) * (w.dim() - 1)
+
+
+@torch.no_grad()
+def lsq_initial_step(w: torch.Tensor, spec: WeightQuant) -> torch.Tensor:
+    """LSQ's starting step s₀ = 2·mean|w|/√M (M = spec.max_code; the mean over the layer or
+    each output channel), computed in float64 and rounded once to w's dtype, shaped as
+    :func:`scale_shape`. ``DataError('weight')`` when a mean is 0 (an all-zero layer or
+    output channel has no step to start from)."""
+    _check_weight(w, spec)
+    mean = w.detach().to(torch.float64).abs().mean(_reduce_dims(w, spec), keepdim=True)
+    if not bool((mean > 0).all()):
+        raise DataError("weight", "LSQ starts its step at 2·mean|w|/√M: an all-zero "
+                                  f"{'output channel' if spec.granularity == 'channel' else 'layer'} has none")
+    return _shape(2.0 * mean / math.sqrt(spec.max_code), spec).to(w.dtype)
+
+
+@torch.no_grad()
+def weight_codes(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, scales) of ``w`` under ``spec``: int8 codes with |c| ≤ spec.max_code and
+    scales in w's dtype, shaped [out, 1, …, 1] (channel) or [] (layer), so that
+    Q(w) = scales·codes (module docstring for each kind's formula).
+
+    ``step``: the learned step s of an ``lsq`` spec (required there, refused otherwise),
+    shaped as :func:`scale_shape`, finite and > 0 (else ``DataError('step')``); the scales
+    are s in w's dtype and the codes clip(round_half_even(w/s), −M, M) with w/s in w's dtype."""
+    _check_weight(w, spec)
+    if (step is not None) != (spec.step == "lsq"):
+        raise ConfigError("step", f"a {spec.step!r} spec {'needs' if step is None else 'takes no'} learned step tensor")
+    if step is not None:
+        if tuple(step.shape) != scale_shape(w, spec):
+            raise DataError("step", f"must have shape {list(scale_shape(w, spec))}, got {list(step.shape)}")
+        s = step.detach().to(w.dtype)
+        if not bool(torch.isfinite(s).all() and (s > 0).all()):
+            raise DataError("step", "a learned step must be finite and > 0")
+        _, codes = lsq_levels(w.detach(), s, -spec.max_code, spec.max_code)
+        return codes.to(torch.int8), s
     dims = _reduce_dims(w, spec)
     w64 = w.detach().to(torch.float64)
     a = w64.abs()
@@ -82,7 +133,7 @@ def weight_codes(w: torch.Tensor, spec: WeightQuant) -> tuple[torch.Tensor, torc
     return codes.to(torch.int8), _shape(scale64.to(w.dtype), spec)
 
 
-def project(w: torch.Tensor, spec: WeightQuant) -> torch.Tensor:
+def project(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None = None) -> torch.Tensor:
     """Q(w) = scales·codes in w's dtype (no gradient; see :func:`weight_codes`)."""
-    codes, scales = weight_codes(w, spec)
+    codes, scales = weight_codes(w, spec, step)
     return scales * codes.to(w.dtype)
