@@ -116,7 +116,7 @@ def test_grid_table_from_hand_numbers():
 def test_quick_plan_end_to_end(tmp_path, monkeypatch, capsys):
     small_test_split(monkeypatch)
     small = mnist.prepare_dataset("mnist")  # the cut test split the trials see
-    monkeypatch.setitem(fq.PLANS, "quick", {**fq.PLANS["quick"], "subset": 300})
+    monkeypatch.setitem(fq.PLANS, "quick", {**fq.PLANS["quick"], "subset": {"mlp": 300}})
     out = tmp_path / "fq"
     code, text, _ = run_cli(capsys, "reproduce", "--quick", "--only", "full-quant", "--out", out, "--workers", 1,
                             "--quiet")
