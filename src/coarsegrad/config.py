@@ -102,7 +102,8 @@ class ModelConfig:
     ``act_step``: the paper's fixed α (``"fixed"``), or a step learned from α: ``"lsq"``
     (LSQ) or ``"pact"`` (PACT's clipping level), which need ``rounding="nearest"``.
     The weights are ``weight_quant()``: float for ``weight_kind="float"`` (the default;
-    the other ``weight_*`` fields unused), else every Linear and Conv2d layer quantized
+    the other ``weight_*`` fields unused; with ``weight_bits`` set the kind becomes binary
+    for 1 bit and uniform for 2..8 bits, ternary only when named), else every Linear and Conv2d layer quantized
     with that kind, bits, granularity and method (``weight_hard_after``: a whole number is
     a step, a number in (0, 1) a fraction of the run; ``weight_step="lsq"``: a learned
     LSQ step per layer or channel, uniform kind and method ste only)."""
@@ -146,6 +147,9 @@ class ModelConfig:
         v.boolean("batchnorm", self.batchnorm)
         for name in ("units_per_class", "hidden"):
             v.integer(name, getattr(self, name), lo=1, hi=v.MAX_UNITS)
+        if self.weight_kind == "float" and self.weight_bits is not None:
+            # weight bits alone pick the kind: 1 → binary, 2..8 → uniform (ternary only by name)
+            self.weight_kind = "binary" if self.weight_bits == 1 else "uniform"
         self.weight_quant()  # validates the weight_* fields
 
     def weight_quant(self) -> WeightQuant | None:

@@ -18,7 +18,7 @@ TINY = ["--data", "synthetic", "--num-classes", "3", "--dim", "12", "--subspace-
 
 def test_train_save_load_eval_with_binary_bcgd_weights(tmp_path, capsys):
     out = tmp_path / "w"
-    code, _, err = run_cli(capsys, "train", *TINY, "--weight-bits", 1, "--weight-kind", "binary",
+    code, _, err = run_cli(capsys, "train", *TINY, "--weight-bits", 1,  # 1 bit alone: binary
                            "--weight-method", "bcgd", "--weight-granularity", "channel", "--weight-rho", 0.01,
                            "--steps", 20, "--lr", 0.5, "--out", out)
     assert code == 0, err
@@ -39,7 +39,7 @@ def test_train_save_load_eval_with_binary_bcgd_weights(tmp_path, capsys):
 
 
 def test_bad_weight_flags_exit_2(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "train", *TINY, "--weight-bits", 3, "--steps", 2, "--out", tmp_path / "x")
+    code, _, err = run_cli(capsys, "train", *TINY, "--weight-bits", 9, "--steps", 2, "--out", tmp_path / "x")
     assert code == 2 and "weight_bits" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "train", *TINY, "--weight-kind", "binary", "--model", "two_layer",
                            "--steps", 2, "--out", tmp_path / "y")

@@ -25,7 +25,8 @@ def test_weight_fields_make_the_spec():
 
 
 @pytest.mark.parametrize("field,kwargs", [
-    ("weight_kind", {"weight_kind": "int4"}), ("weight_bits", {"weight_bits": 4}),
+    ("weight_kind", {"weight_kind": "int4"}), ("weight_bits", {"weight_bits": 9}),
+    ("weight_bits", {"weight_bits": 0}),
     ("weight_bits", {"weight_kind": "uniform"}), ("weight_bits", {"weight_kind": "binary", "weight_bits": 2}),
     ("weight_method", {"weight_kind": "binary", "weight_method": "adam"}),
     ("weight_granularity", {"weight_kind": "binary", "weight_granularity": "row"}),
@@ -69,3 +70,12 @@ def test_quantize_weights_and_mixed_specs():
         weight_spec_of(seq)
     assert info.value.field == "model"
     assert weight_spec_of(nn.Linear(2, 2)) is None
+
+
+@pytest.mark.parametrize("bits,kind", [(None, "float"), (1, "binary"), (2, "uniform"), (4, "uniform"), (8, "uniform")])
+def test_weight_bits_alone_pick_the_kind(bits, kind):
+    cfg = ModelConfig(model="mlp", weight_bits=bits)
+    assert cfg.weight_kind == kind
+    spec = cfg.weight_quant()
+    assert (spec is None) if bits is None else (spec.kind == kind and spec.bits == bits)
+    assert ModelConfig(model="mlp", weight_kind="ternary", weight_bits=2).weight_quant().kind == "ternary"
