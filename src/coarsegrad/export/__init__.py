@@ -21,8 +21,8 @@ from coarsegrad.export.integer_io import load_integer, save_integer
 from coarsegrad.export.layer_agreement import layer_agreement
 from coarsegrad.export.onnx_graph import build_onnx, onnx_session, run_onnx, to_onnx
 from coarsegrad.export.onnx_lenet import build_lenet_onnx
-from coarsegrad.export.onnx_traced import build_traced_onnx
 from coarsegrad.export.onnx_qmodel import build_qmodel_onnx
+from coarsegrad.export.onnx_traced import build_traced_onnx
 from coarsegrad.export.packing import pack_codes, packed_size, packed_width, unpack_codes
 from coarsegrad.export.qmodel import QuantizedModel, deployed_size, images_per_second, to_quantized
 from coarsegrad.export.qmodel_io import load_quantized, save_quantized

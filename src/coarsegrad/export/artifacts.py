@@ -116,18 +116,32 @@ def load_artifact(path: str | Path) -> Artifact:
     return Artifact("torch", file, header, model=model)
 
 
-def scalar_normalization(header: dict[str, Any]) -> tuple[float, float]:
-    """(mean, std) of the header's input normalisation x = (pixel/255 − mean)/std (scalars);
-    ConfigError if the record has none or per-channel values."""
+def scalar_normalization(header: dict[str, Any], data_dir: str | None = None) -> tuple[float, float]:
+    """(mean, std) of the inputs x = (pixel/255 − mean)/std: the header's ``normalization``, else
+    (a ``coarsegrad train`` run) the training split's pixel statistics of the image data set in
+    its run config, as :func:`coarsegrad.prepare_dataset` normalised it; ConfigError for
+    per-channel values or a record without image data."""
     norm = header.get("normalization")
-    if not isinstance(norm, dict) or isinstance(norm.get("mean"), list) or isinstance(norm.get("std"), list):
+    if isinstance(norm, dict):
+        if isinstance(norm.get("mean"), list) or isinstance(norm.get("std"), list):
+            raise ConfigError("normalization", "the integer-only form needs one (mean, std), not per-feature values")
+        try:
+            return float(norm["mean"]), float(norm["std"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError("normalization", f"is not a (mean, std) record: {norm!r}") from None
+    run_config = header.get("run_config") or {}
+    data = run_config.get("data") if isinstance(run_config, dict) else None
+    name = data.get("data") if isinstance(data, dict) else None
+    if name not in IMAGE_DATASETS:
         raise ConfigError("normalization", "a model with quantized weights is exported integer-only from uint8 "
-                          "pixels; that needs the run's scalar input normalisation (mean, std) of image data, "
+                          "pixels; that needs image data (mnist, fashion-mnist, kmnist) and its normalisation, "
                           "which this record does not hold")
-    try:
-        return float(norm["mean"]), float(norm["std"])
-    except (KeyError, TypeError, ValueError):
-        raise DataError("normalization", f"is not a (mean, std) record: {norm!r}") from None
+    from coarsegrad.data.datasets import load_dataset, require_dataset
+    from coarsegrad.data.splits import pixel_mean_std
+
+    assert isinstance(data, dict)  # name came from it
+    source = require_dataset(str(name), data_dir or data.get("data_dir"))
+    return pixel_mean_std(load_dataset(str(name), "train", source)[0])
 
 
 def load_eval_data(header: dict[str, Any], data: str, split: str = "test",

@@ -62,7 +62,10 @@ def build_qmodel_onnx(model: QuantizedModel, *, with_codes: bool = False) -> Any
             t_type: Any = np.int32
         else:
             q = layer.q.astype(f32)
-            acc = g.op("Conv", a, g.const(f"q{i}", q)) if layer.kind == "conv" else g.op("MatMul", a, g.const(f"q{i}", np.ascontiguousarray(q.T)))
+            if layer.kind == "conv":
+                acc = g.op("Conv", a, g.const(f"q{i}", q))
+            else:
+                acc = g.op("MatMul", a, g.const(f"q{i}", np.ascontiguousarray(q.T)))
             t_type = f32
         if layer.thresholds is None:
             assert layer.scale is not None and layer.bias is not None  # the last layer has them
