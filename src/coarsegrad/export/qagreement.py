@@ -76,7 +76,7 @@ def qmodel_agreement(model: nn.Module, qm: QuantizedModel, x: np.ndarray | torch
     stages = _stages(model)
     x_all = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(len(x), -1)
     hidden = [(i, s) for i, s in enumerate(stages[:-1])]
-    layers = [{"layer": i + 1, "module": type(s[0]).__name__, "codes_total": 0, "code_disagree": 0,
+    layers: list[dict[str, Any]] = [{"layer": i + 1, "module": type(s[0]).__name__, "codes_total": 0, "code_disagree": 0,
                "near_threshold": 0, "downstream": 0, "unexplained": 0, "onnx_vs_engine_code_disagree": 0}
               for i, s in hidden]
     listed: list[dict[str, Any]] = []

@@ -357,8 +357,9 @@ def to_quantized(model: nn.Module, normalization: tuple[float, float]) -> Quanti
         layers.append(QLayer(q, spec.kind, int(spec.bits or 0), thresholds=_thresholds(k, m, t, bound),
                              pool=_pool_size(pool)))
         step, in_max = float(np.float32(act.quant.alpha)), act.quant.levels
-    return QuantizedModel(tuple(layers), (1, 28, 28) if is_lenet else (int(stages[0][0].weight.shape[1]),),
-                          mean, std, "lenet5" if is_lenet else "mlp")
+    in_features = int(layers[0].q.shape[1])
+    return QuantizedModel(tuple(layers), (1, 28, 28) if is_lenet else (in_features,), mean, std,
+                          "lenet5" if is_lenet else "mlp")
 
 
 def float32_bytes(model: nn.Module) -> int:

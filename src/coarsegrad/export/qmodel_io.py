@@ -156,7 +156,7 @@ def load_quantized(path: str | Path) -> tuple[QuantizedModel, dict[str, Any]]:
                 if t.dtype != torch.int32 or t.dim() != 2 or t.shape[0] != q_shape[0]:
                     raise DataError(source, f"tensor 'layer{i}.thresholds' must be int32 [{q_shape[0]}, L]")
                 layers.append(QLayer(q.astype(np.int8), kind, bits, thresholds=t.numpy().astype(np.int64), pool=pool))
-        model = QuantizedModel(tuple(layers), tuple(shape), float(mean), float(std), arch)
+        model = QuantizedModel(tuple(layers), tuple(shape), float(mean), float(std), arch)  # type: ignore[arg-type]
     except DataError as exc:
         if exc.field == source:
             raise
