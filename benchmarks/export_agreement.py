@@ -197,11 +197,13 @@ def render_qweights(r: dict) -> str:
         "",
         "PyTorch (float32) vs NumPy integer engine, per hidden layer:",
         "",
-        "| layer | module | codes | codes differ | near a threshold | downstream | unexplained | ONNX vs engine codes differ |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| layer | module | codes | within rounding of a threshold | codes differ | near a threshold | downstream | unexplained "
+        "| ONNX vs engine codes differ |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in r["layers"]:
-        lines.append(f"| {s['layer']} | {s['module']} | {s['codes_total']:,} | {s['code_disagree']} | {s['near_threshold']} | "
+        lines.append(f"| {s['layer']} | {s['module']} | {s['codes_total']:,} | {s['units_near_threshold']} | {s['code_disagree']} | "
+                     f"{s['near_threshold']} | "
                      f"{s['downstream']} | {s['unexplained']} | {s['onnx_vs_engine_code_disagree']} |")
     lines += [
         "",

@@ -14,6 +14,8 @@ k, PyTorch's codes are ``staircase_codes(z_T)`` of its pre-activation z_T (befor
   (2(d + 8)·u·(Σ|w'||a| + …), u = 2⁻²⁴, with w' = Q(w) and the batch-norm folded) plus, for the
   first layer, Σ_i |w'_i|·|x_i − x*_i|: the measured float32 error of PyTorch's normalised input
   x against x* = (p/255 − μ)/σ in float64; *unexplained* otherwise (a bug).
+* ``units_near_threshold`` counts every unit (differing or not) whose z_T lies within tol of
+  a threshold: the codes that float32 rounding could have moved.
 * A differing prediction is explained by a code difference in that sample, or else by a
   near tie: engine's top-two logit gap ≤ the last layer's tol of both classes plus the
   engine's two float32 roundings, 4u·(|o₁| + |o₂|). Otherwise it is unexplained.
@@ -77,7 +79,8 @@ def qmodel_agreement(model: nn.Module, qm: QuantizedModel, x: np.ndarray | torch
     x_all = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(len(x), -1)
     hidden = [(i, s) for i, s in enumerate(stages[:-1])]
     layers: list[dict[str, Any]] = [{"layer": i + 1, "module": type(s[0]).__name__, "codes_total": 0, "code_disagree": 0,
-               "near_threshold": 0, "downstream": 0, "unexplained": 0, "onnx_vs_engine_code_disagree": 0}
+               "near_threshold": 0, "downstream": 0, "unexplained": 0, "onnx_vs_engine_code_disagree": 0,
+                                     "units_near_threshold": 0}
               for i, s in hidden]
     listed: list[dict[str, Any]] = []
     preds: list[dict[str, Any]] = []
@@ -98,16 +101,17 @@ def qmodel_agreement(model: nn.Module, qm: QuantizedModel, x: np.ndarray | torch
                 rec["onnx_vs_engine_code_disagree"] += int((out[f"codes{i + 1}"] != c_e).sum())
             differ = torch.from_numpy((c_t != c_e).reshape(len(xb), -1))
             rec["codes_total"] += differ.numel()
+            site = Site(i + 1, "", "", act.quant, "", layer, norm, "")
+            tol = rounding_tolerance(site, inputs[i])
+            assert tol is not None  # the layer is a Linear/Conv2d
+            if i == 0:
+                tol = tol + _input_error(qm, xb, layer) * (1 + 2.0 ** -20)
+            tol = tol.reshape(len(xb), -1)
+            edges = torch.tensor(act.quant.thresholds(torch.float32), dtype=torch.float64)
+            zf = z_t.double().reshape(len(xb), -1)
+            dist = (zf[..., None] - edges).abs().min(-1).values
+            rec["units_near_threshold"] += int((dist <= tol).sum())
             if differ.any():
-                site = Site(i + 1, "", "", act.quant, "", layer, norm, "")
-                tol = rounding_tolerance(site, inputs[i])
-                assert tol is not None  # the layer is a Linear/Conv2d
-                if i == 0:
-                    tol = tol + _input_error(qm, xb, layer) * (1 + 2.0 ** -20)
-                tol = tol.reshape(len(xb), -1)
-                edges = torch.tensor(act.quant.thresholds(torch.float32), dtype=torch.float64)
-                zf = z_t.double().reshape(len(xb), -1)
-                dist = (zf[..., None] - edges).abs().min(-1).values
                 down = differ & earlier[:, None]
                 near = differ & ~down & (dist <= tol)
                 rec["code_disagree"] += int(differ.sum())
