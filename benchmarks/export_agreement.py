@@ -8,6 +8,12 @@ layer), runs all three implementations on the 10,000 test images and writes
 results/export/agreement.json and agreement.md. Counts are defined in
 :mod:`coarsegrad.export.agreement`.
 
+Quantized weights (``--weight-kind ternary|binary|uniform [--weight-bits B] [--weight-granularity
+layer|channel]``, either model): the integer-only form (:mod:`coarsegrad.export.qmodel`), PyTorch
+vs NumPy engine vs onnxruntime per layer on the 10,000 test images
+(:mod:`coarsegrad.export.qagreement`), packed size vs float32 and images/s of the three;
+writes results/export/agreement_qweights_{mlp,lenet5}.json and .md.
+
 LeNet-5: trains (or reuses) a LeNet-5 run (momentum SGD, batch 128), exports it to ONNX
 (batch-norm folded) and compares PyTorch with onnxruntime per quantized layer on the
 10,000 test images (:mod:`coarsegrad.export.layer_agreement`); writes
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +36,12 @@ from coarsegrad.data.splits import prepare_dataset
 from coarsegrad.export import build_onnx, onnx_session, pack_codes, to_integer
 from coarsegrad.export.agreement import agreement, engine_outputs, onnx_outputs
 from coarsegrad.export.layer_agreement import layer_agreement
+from coarsegrad.export.onnx_graph import run_onnx
 from coarsegrad.export.onnx_lenet import build_lenet_onnx
+from coarsegrad.export.onnx_qmodel import build_qmodel_onnx, integer_ops
+from coarsegrad.export.qagreement import qmodel_agreement
+from coarsegrad.export.qmodel import deployed_size, images_per_second, to_quantized
+from coarsegrad.export.qmodel_io import save_quantized
 from coarsegrad.io.checkpoint import load_checkpoint, save_checkpoint
 from coarsegrad.io.records import atomic_write_json, atomic_write_text, environment
 from coarsegrad.io.runs import load_run
@@ -49,9 +61,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="runs/export")
     p.add_argument("--out", default="results/export")
+    p.add_argument("--weight-kind", choices=("float", "binary", "ternary", "uniform"), default="float")
+    p.add_argument("--weight-bits", type=int, default=None)
+    p.add_argument("--weight-granularity", choices=("layer", "channel"), default="layer")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes for images/s (quantized weights)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()
+    if args.weight_kind != "float":
+        qweights_main(args, started)
+        return
     if args.model == "lenet5":
         lenet_main(args, 1 if args.epochs is None else args.epochs, started)
         return
@@ -106,6 +125,111 @@ def lenet_main(args: argparse.Namespace, epochs: int, started: float) -> None:
     atomic_write_json(out / "agreement_lenet5.json", record)
     atomic_write_text(out / "agreement_lenet5.md", render_lenet(record))
     print(render_lenet(record))
+
+
+def qweights_main(args: argparse.Namespace, started: float) -> None:
+    """Quantized weights: integer-only form, three-way agreement, sizes and speed."""
+    weights = {"weight_kind": args.weight_kind, "weight_bits": args.weight_bits,
+               "weight_granularity": args.weight_granularity}
+    tag = f"w-{args.weight_kind}{args.weight_bits or ''}-{args.weight_granularity}"
+    if args.model == "lenet5":
+        epochs = 1 if args.epochs is None else args.epochs
+        run_dir = mnist_lenet_run(Path(args.runs) / f"mnist-lenet5-b{args.bits}-e{epochs}-lr{args.lr:g}-s{args.seed}-{tag}",
+                                  args.bits, epochs, args.seed, args.lr, **weights)
+    else:
+        epochs = 1 if args.epochs is None else args.epochs
+        run_dir = mnist_mlp_run(Path(args.runs) / f"mnist-mlp{args.hidden}-b{args.bits}-e{epochs}-s{args.seed}-{tag}",
+                                args.hidden, args.bits, epochs, args.seed, **weights)
+    model, config = load_run(run_dir)
+    model.eval()
+    splits = prepare_dataset("mnist")
+    x, y = splits.x_test.numpy(), splits.y_test.numpy()
+    qm = to_quantized(model, (splits.mean, splits.std))
+    session = onnx_session(build_qmodel_onnx(qm, with_codes=True), threads=args.threads)
+    trained = time.time()
+    report = qmodel_agreement(model, qm, x, y, session)
+    agreement_s = time.time() - trained
+    packed_path = save_quantized(run_dir / "model.qint.safetensors", qm)
+    packed, full = deployed_size(model)
+    plain = onnx_session(build_qmodel_onnx(qm), threads=args.threads)
+
+    def torch_predict(xs):
+        with torch.inference_mode():
+            return model(torch.from_numpy(xs)).argmax(1)
+
+    speed = {"engine_numpy": images_per_second(qm.predict, x, args.repeats),
+             "torch_float32": images_per_second(torch_predict, x, args.repeats),
+             "onnxruntime": images_per_second(lambda xs: run_onnx(plain, xs)["logits"].argmax(1), x, args.repeats)}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    record = {"command": " ".join(["python"] + sys.argv), "run": str(run_dir), "run_summary": summary,
+              "run_config": config, "data": splits.record(), "env": environment(),
+              "model": args.model, "weight_quant": config["model"], "layer_bounds": [qm.bound(i) for i in range(len(qm.layers))],
+              "integer_ops_layers": [i + 1 for i in range(len(qm.layers)) if integer_ops(qm, i)],
+              "size_bytes": {"packed_tensors": packed, "packed_file": packed_path.stat().st_size,
+                             "float32_state": full, "float32_run_file": (run_dir / "model.safetensors").stat().st_size},
+              "images_per_s": speed, "threads": args.threads, "load_average_after": list(os.getloadavg()),
+              "agreement_seconds": agreement_s, "seconds": time.time() - started, **report}
+    out = Path(args.out)
+    atomic_write_json(out / f"agreement_qweights_{args.model}.json", record)
+    atomic_write_text(out / f"agreement_qweights_{args.model}.md", render_qweights(record))
+    print(render_qweights(record))
+
+
+def render_qweights(r: dict) -> str:
+    m, t = r["run_config"]["model"], r["run_config"]["train"]
+    wbits = f" {m['weight_bits']}-bit" if m.get("weight_bits") else ""
+    name = "LeNet-5 (conv 20, conv 50, fc 500)" if r["model"] == "lenet5" else f"MLP 784-{m['hidden']}-10"
+    acc, size, speed = r["accuracy"], r["size_bytes"], r["images_per_s"]
+    ov = r["onnx_vs_engine"]
+    lines = [
+        f"# Integer-only {r['model']} with quantized weights: agreement on the MNIST test set",
+        "",
+        f"Model: {name}, batch-norm folded into integer thresholds, {m['bits']}-bit activations, "
+        f"{m['weight_kind']}{wbits} weights per {m['weight_granularity']} ({m['weight_method']}), trained "
+        f"{t['epochs']} epoch(s), {t['optimizer']} lr {t['lr']}, batch {t['batch_size']}, seed {t['seed']} "
+        f"(run `{r['run']}`). Command: `{r['command']}`; machine: {r['env']['platform']}, {r['env']['cpu_count']} "
+        f"CPUs (shared), torch {r['env']['torch']}; wall time {r['seconds']:.0f} s (agreement pass "
+        f"{r['agreement_seconds']:.0f} s). Definitions in `coarsegrad.export.qagreement`.",
+        "",
+        f"Accumulator bounds A per layer: {', '.join(f'{b:,}' for b in r['layer_bounds'])} "
+        f"(float32 Conv/MatMul exact below 2^24 = 16,777,216; integer operators in layers: "
+        f"{r['integer_ops_layers'] or 'none'}).",
+        "",
+        "PyTorch (float32) vs NumPy integer engine, per hidden layer:",
+        "",
+        "| layer | module | codes | within rounding of a threshold | codes differ | near a threshold | downstream | unexplained "
+        "| ONNX vs engine codes differ |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in r["layers"]:
+        lines.append(f"| {s['layer']} | {s['module']} | {s['codes_total']:,} | {s['units_near_threshold']} | {s['code_disagree']} | "
+                     f"{s['near_threshold']} | "
+                     f"{s['downstream']} | {s['unexplained']} | {s['onnx_vs_engine_code_disagree']} |")
+    lines += [
+        "",
+        f"Predictions: PyTorch vs engine differ on {r['torch_vs_engine_pred_disagree']} of {r['samples']} images "
+        f"({r['torch_vs_engine_pred_unexplained']} unexplained). onnxruntime vs engine: logits not bit-for-bit "
+        f"equal on {ov['samples_with_logits_not_bitwise_equal']} images, {ov['code_disagree']} codes differ, "
+        f"{ov['pred_disagree']} predictions differ.",
+        f"Test accuracy: PyTorch {acc['torch']:.4%}, NumPy engine {acc['engine']:.4%}, onnxruntime {acc['onnx']:.4%}.",
+        "",
+        f"Size: packed tensors {size['packed_tensors']:,} B (file {size['packed_file']:,} B with its header) vs float32 "
+        f"eval state {size['float32_state']:,} B ({size['float32_state'] / size['packed_tensors']:.1f}× smaller; the "
+        f"run's float32 checkpoint file is {size['float32_run_file']:,} B).",
+        f"Speed ({r['threads']} threads, median of timed passes over the 10,000 images, load average after "
+        f"{r['load_average_after'][0]:.1f}): NumPy engine {speed['engine_numpy']:,.0f} images/s, PyTorch float32 "
+        f"{speed['torch_float32']:,.0f} images/s ({speed['engine_numpy'] / speed['torch_float32']:.2f}×), onnxruntime "
+        f"{speed['onnxruntime']:,.0f} images/s.",
+        "",
+    ]
+    for d in r["differing_codes"][:40]:
+        lines.append(f"- layer {d['layer']}, image {d['sample']}, unit {d['unit']}: PyTorch z = {d['z_torch']:.9g}, code "
+                     f"{d['code_torch']} (engine {d['code_engine']}), distance to threshold {d['distance_to_threshold']:.3g}, "
+                     f"tol {d['tolerance']:.3g}: {d['class']}")
+    for p in r["differing_predictions"]:
+        lines.append(f"- prediction, image {p['sample']}: PyTorch {p['torch']}, engine {p['engine']} ({p['class']}; "
+                     f"engine top-two gap {p['top2_gap_engine']:.3g}, tie tolerance {p['tie_tolerance']:.3g})")
+    return "\n".join(lines + [""])
 
 
 def render_lenet(r: dict) -> str:

@@ -33,7 +33,7 @@ def test_train_save_load_eval_with_binary_bcgd_weights(tmp_path, capsys):
     assert summary["status"] == "completed" and summary["train_acc"] is not None
     code, stdout, err = run_cli(capsys, "eval", out, "--repeats", 1)
     assert code == 0 and "on synthetic" in stdout, err
-    for argv in (("export", out), ("eval", out, "--engine", "int")):  # no export of quantized weights yet
+    for argv in (("export", out), ("eval", out, "--engine", "int")):  # synthetic data: no pixels, no integer-only form
         code, _, err = run_cli(capsys, *argv)
         assert code == 2 and "quantized weights" in err and len(err.strip().splitlines()) == 1
 

@@ -54,7 +54,22 @@ def _convert(artifact: Any, engine: str) -> Any:
     if artifact.kind != "torch":
         raise ConfigError("engine", f"--engine {engine} needs a PyTorch model, got a {artifact.kind} file")
     from coarsegrad.models.networks import LeNet5
+    from coarsegrad.quant.qlayers import weight_spec_of
 
+    if weight_spec_of(artifact.model) is not None:  # quantized weights: the integer-only form
+        if engine not in ("int", "onnx"):
+            raise ConfigError("engine", f"--engine {engine} is for float-weight models; a model with quantized "
+                              "weights runs as --engine int or onnx (integer-only)")
+        from coarsegrad.export.artifacts import scalar_normalization
+        from coarsegrad.export.qmodel import to_quantized
+
+        qm = to_quantized(artifact.model, scalar_normalization(artifact.header))
+        if engine == "int":
+            return Artifact("integer", artifact.path, artifact.header, integer=qm)
+        from coarsegrad.export.onnx_graph import onnx_session
+        from coarsegrad.export.onnx_qmodel import build_qmodel_onnx
+
+        return Artifact("onnx", artifact.path, artifact.header, session=onnx_session(build_qmodel_onnx(qm)))
     if engine == "onnx" and isinstance(artifact.model, LeNet5):  # no integer form: its own float ONNX graph
         from coarsegrad.export.onnx_graph import onnx_session
         from coarsegrad.export.onnx_lenet import build_lenet_onnx
@@ -113,12 +128,18 @@ def run(args: argparse.Namespace) -> int:
         "confusion_matrix": matrix.tolist(), "samples_per_s": len(y) / statistics.median(times),
         "repeats": args.repeats,
     }
+    size = artifact.header.get("deployed_size")
+    if isinstance(size, dict) and {"packed_bytes", "float32_bytes"} <= set(size):
+        result["deployed_size"] = {"packed_bytes": size["packed_bytes"], "float32_bytes": size["float32_bytes"]}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{result['path']} [{result['engine']}] on {description}")
     print(f"accuracy {result['accuracy']:.4%} ({result['correct']}/{result['samples']}), "
           f"throughput {result['samples_per_s']:,.0f} samples/s (median of {args.repeats})")
+    if "deployed_size" in result:
+        size = result["deployed_size"]
+        print(f"model size: packed {size['packed_bytes']:,} bytes vs float32 {size['float32_bytes']:,} bytes")
     width = max(5, len(str(int(matrix.max()))))
     print("confusion matrix (rows: true, columns: predicted)")
     print(" " * 4 + "".join(f"{j:>{width + 1}}" for j in range(classes)))

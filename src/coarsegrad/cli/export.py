@@ -4,6 +4,10 @@
 
 RUN_DIR is what ``coarsegrad train`` writes (or a checkpoint file). ``--int8`` also
 quantizes the first layer's weights (int8) and inputs (uint8 on the data's range).
+A run with quantized weights (MLP or LeNet-5) is exported integer-only
+(:mod:`coarsegrad.export.qmodel`): ``--format int`` writes the packed file
+``model.qint.safetensors``, ``--format onnx`` the graph of :mod:`coarsegrad.export.onnx_qmodel`;
+the line printed gives the packed size against the float32 size.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
                           "give a run directory or checkpoint")
     header = {k: v for k, v in artifact.header.items() if k != "tensors"}
     assert artifact.model is not None  # a "torch" artifact holds its model
+    from coarsegrad.quant.qlayers import weight_spec_of
+
+    if weight_spec_of(artifact.model) is not None:
+        return _export_quantized(args, artifact, header)
     if header.get("architecture") == "lenet5":
         return _export_lenet(args, artifact, header)
     if args.int8:
@@ -85,4 +93,36 @@ def _export_lenet(args: argparse.Namespace, artifact: Any, header: dict[str, Any
     quant = artifact.model.features[2].quant
     print(f"{out}: onnx, lenet5 (batch-norm folded), {quant.bits}-bit codes, float32 weights, "
           f"{out.stat().st_size} bytes")
+    return 0
+
+
+def _export_quantized(args: argparse.Namespace, artifact: Any, header: dict[str, Any]) -> int:
+    """A fully quantized MLP/LeNet-5: the packed integer-only file or its ONNX graph."""
+    if args.int8:
+        raise ConfigError("int8", "is for float-weight models; a model with quantized weights is exported "
+                          "integer-only without it")
+    from coarsegrad.export.artifacts import HEADER_PROP, resolve_model_file, scalar_normalization
+    from coarsegrad.export.qmodel import float32_bytes, to_quantized
+    from coarsegrad.export.qmodel_io import packed_tensors, save_quantized
+    from coarsegrad.io.records import atomic_write_bytes
+
+    qm = to_quantized(artifact.model, scalar_normalization(header))
+    packed = sum(int(t.nbytes) for t in packed_tensors(qm).values())
+    full = float32_bytes(artifact.model)
+    header = {**header, "deployed_size": {"packed_bytes": packed, "float32_bytes": full}}
+    base = resolve_model_file(args.run_dir).parent
+    if args.format == "onnx":
+        from coarsegrad.export.onnx_qmodel import build_qmodel_onnx
+
+        out = Path(args.out) if args.out else base / "model.qint.onnx"
+        proto = build_qmodel_onnx(qm, with_codes=args.with_codes)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = HEADER_PROP, json.dumps(header, sort_keys=True)
+        atomic_write_bytes(out, proto.SerializeToString())
+    else:
+        out = save_quantized(Path(args.out) if args.out else base / "model.qint.safetensors", qm, header)
+    kinds = ", ".join(sorted({f"{layer.weight_kind} {layer.weight_bits}-bit" for layer in qm.layers}))
+    print(f"{out}: {args.format}, {qm.architecture} integer-only ({len(qm.layers)} layers, {kinds} weights), "
+          f"{out.stat().st_size} bytes on disk; packed tensors {packed} bytes vs float32 {full} bytes "
+          f"({full / packed:.1f}x smaller)")
     return 0

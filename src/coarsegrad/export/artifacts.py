@@ -1,8 +1,8 @@
 """Load whatever ``coarsegrad export``/``eval`` is pointed at, and the data it was trained on.
 
 Accepted paths: a run directory (``model.safetensors`` inside), a checkpoint or run model
-file (PyTorch model), an integer-model file (NumPy engine) or an ``.onnx`` file
-(onnxruntime). Every one of them carries the checkpoint header — architecture, model
+file (PyTorch model), an integer-model file or a packed quantized-model file (NumPy
+engines) or an ``.onnx`` file (onnxruntime). Every one of them carries the checkpoint header — architecture, model
 config, normalisation, run config — from which the evaluation data is rebuilt.
 """
 
@@ -20,6 +20,8 @@ from torch import nn
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.export.integer import IntegerModel
 from coarsegrad.export.integer_io import is_integer_file, load_integer
+from coarsegrad.export.qmodel import QuantizedModel
+from coarsegrad.export.qmodel_io import is_quantized_file, load_quantized
 from coarsegrad.io import tensorfile
 from coarsegrad.io.checkpoint import load_checkpoint
 
@@ -35,7 +37,7 @@ class Artifact:
     path: Path
     header: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = None
-    integer: IntegerModel | None = None
+    integer: IntegerModel | QuantizedModel | None = None
     session: Any = None
 
     @property
@@ -105,8 +107,41 @@ def load_artifact(path: str | Path) -> Artifact:
         header = dict(meta.get("header") or {})
         header.setdefault("in_features", integer.in_features)
         return Artifact("integer", file, header, integer=integer)
+    if is_quantized_file(metadata):
+        qm, qmeta = load_quantized(file)
+        header = dict(qmeta.get("header") or {})
+        header["in_features"] = qm.in_features
+        return Artifact("integer", file, header, integer=qm)
     model, header = load_checkpoint(file)
     return Artifact("torch", file, header, model=model)
+
+
+def scalar_normalization(header: dict[str, Any], data_dir: str | None = None) -> tuple[float, float]:
+    """(mean, std) of the inputs x = (pixel/255 − mean)/std: the header's ``normalization``, else
+    (a ``coarsegrad train`` run) the training split's pixel statistics of the image data set in
+    its run config, as :func:`coarsegrad.prepare_dataset` normalised it; ConfigError for
+    per-channel values or a record without image data."""
+    norm = header.get("normalization")
+    if isinstance(norm, dict):
+        if isinstance(norm.get("mean"), list) or isinstance(norm.get("std"), list):
+            raise ConfigError("normalization", "the integer-only form needs one (mean, std), not per-feature values")
+        try:
+            return float(norm["mean"]), float(norm["std"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError("normalization", f"is not a (mean, std) record: {norm!r}") from None
+    run_config = header.get("run_config") or {}
+    data = run_config.get("data") if isinstance(run_config, dict) else None
+    name = data.get("data") if isinstance(data, dict) else None
+    if name not in IMAGE_DATASETS:
+        raise ConfigError("normalization", "a model with quantized weights is exported integer-only from uint8 "
+                          "pixels; that needs image data (mnist, fashion-mnist, kmnist) and its normalisation, "
+                          "which this record does not hold")
+    from coarsegrad.data.datasets import load_dataset, require_dataset
+    from coarsegrad.data.splits import pixel_mean_std
+
+    assert isinstance(data, dict)  # name came from it
+    source = require_dataset(str(name), data_dir or data.get("data_dir"))
+    return pixel_mean_std(load_dataset(str(name), "train", source)[0])
 
 
 def load_eval_data(header: dict[str, Any], data: str, split: str = "test",

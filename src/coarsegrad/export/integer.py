@@ -220,11 +220,11 @@ def _first_layer(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, QuantReL
 
 def check_float_weights(model: nn.Module) -> None:
     """``ConfigError('model')`` when ``model`` has quantized-weight layers (QuantLinear,
-    QuantConv2d): their export (codes plus scales) is not written yet, and exporting the
-    latent float weights would not be the model that was trained."""
+    QuantConv2d): exporting their latent float weights would not be the model that was
+    trained; their export is the integer-only form of :mod:`coarsegrad.export.qmodel`."""
     if any(isinstance(m, QUANT_LAYERS) for m in model.modules()):
-        raise ConfigError("model", "has quantized weights (QuantLinear/QuantConv2d), which export does not "
-                                   "handle yet; evaluate it in PyTorch (coarsegrad eval --engine torch)")
+        raise ConfigError("model", "has quantized weights (QuantLinear/QuantConv2d); export it integer-only "
+                                   "(coarsegrad.export.to_quantized, MLP and LeNet-5) or evaluate it in PyTorch")
 
 
 def to_integer(

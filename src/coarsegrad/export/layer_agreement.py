@@ -16,6 +16,7 @@ thresholds T_j = fl((j+o)α)). A differing code (n, u) is
 
   the float32 error bound of a length-d dot product in any summation order, on each
   side, plus the fold and the batch-norm steps (the tests check the fold in float64);
+  w is the deployed weight Q(w) for a QuantLinear/QuantConv2d;
 * *unexplained* otherwise: a bug. A site whose z is not such a layer output gets no tol:
   its differing codes are downstream or unexplained, and each is listed with its distance.
 
@@ -36,6 +37,7 @@ from coarsegrad.export.onnx_graph import run_onnx
 from coarsegrad.export.onnx_traced import MODULES
 from coarsegrad.export.traced import Site, node_values, norm_affine, sites, trace
 from coarsegrad.quant.autograd import staircase_codes
+from coarsegrad.quant.qlayers import QUANT_LAYERS
 
 U32 = 2.0 ** -24
 LISTED = 1000  # differing codes listed one by one (all are counted)
@@ -46,7 +48,7 @@ def rounding_tolerance(site: Site, a: torch.Tensor) -> torch.Tensor | None:
     layer, norm = site.layer, site.norm
     if not isinstance(layer, (nn.Linear, nn.Conv2d)):
         return None
-    w = layer.weight.detach().double()
+    w = (layer.quantized_weight() if isinstance(layer, QUANT_LAYERS) else layer.weight).detach().double()
     b = layer.bias.detach().double().abs() if layer.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
     spread = b
     s = torch.ones(w.shape[0], dtype=torch.float64)
