@@ -162,10 +162,26 @@ def test_weight_codes_step_argument_is_checked():
         weight_codes(w, LSQ4)
     with pytest.raises(ConfigError, match="step"):
         weight_codes(w, WeightQuant("uniform", 4), torch.tensor(0.1))
-    for bad in (torch.tensor(0.0), torch.tensor(-0.1), torch.tensor(float("nan")), torch.ones(2, 1)):
+    for bad in (torch.tensor(0.0), torch.tensor(float("inf")), torch.tensor(float("nan")), torch.ones(2, 1)):
         with pytest.raises(DataError) as info:
             weight_codes(w, LSQ4, bad)
         assert info.value.field == "step"
+
+
+def test_a_negative_step_acts_as_its_magnitude_in_training_and_export(gen):
+    """LSQ keeps no sign on s: the forward s·clip(⌊w/s⌉) is even in s, and the exported
+    (codes, scales) reproduce it exactly with |s|."""
+    layer = QuantLinear.from_float(nn.Linear(6, 3), WeightQuant("uniform", 3, granularity="channel", step="lsq"))
+    with torch.no_grad():
+        layer.weight_step[1] *= -1
+    codes, scales = layer.codes_and_scales()
+    assert (scales > 0).all()
+    x = torch.randn(5, 6, generator=gen)
+    want = F.linear(x, scales * codes, layer.bias)
+    assert torch.equal(layer(x), want)  # the training forward with s < 0 is the export with |s|
+    w, step = layer.weight.detach().numpy(), layer.weight_step.detach().abs().numpy()
+    q, _, _ = numpy_lsq_weight(w, step, 3, np.zeros_like(w), (1,))
+    np.testing.assert_allclose((scales * codes).numpy(), q, rtol=1e-6, atol=0)
 
 
 def test_step_travels_in_the_state_dict(gen):

@@ -243,3 +243,90 @@ def setup_line(records: list[dict[str, Any]], model: str) -> str:
     return (f"Setup — {t['optimizer']} lr {t['lr']}, {t['schedule']}, {t['epochs']} epoch(s), batch {t['batch_size']}, "
             f"weight decay {t['weight_decay']}{subset}; activations {STE} STE, nearest rounding; weight scales per "
             f"channel; BCGD ρ = {BCGD_RHO:g}; BinaryRelax hard from {HARD_AFTER:g} of the run.\n\n")
+
+
+DEPLOY_IMAGES = 2000
+"""Test images the integer engine and PyTorch are timed on (:func:`deployment`)."""
+DEPLOY_FILE = "deploy.json"
+_DEPLOY_FIELDS = {"model": str, "dataset": str, "weights": str, "method": str, "step": str, "act": int,
+                  "packed_bytes": int, "float32_bytes": int, "engine_ips": float, "torch_ips": float}
+
+
+def read_deployment(path: Path) -> list[dict[str, Any]]:
+    """The :func:`deployment` rows saved in ``path`` ([] when there is no such file);
+    DataError naming the file when it is not a list of such rows."""
+    import json
+
+    from coarsegrad.errors import DataError
+
+    if not path.exists():
+        return []
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DataError(str(path), f"cannot read deployment rows ({type(exc).__name__})") from None
+    ok = isinstance(rows, list) and all(
+        isinstance(r, dict) and set(r) == set(_DEPLOY_FIELDS)
+        and all(isinstance(r[k], t) and not isinstance(r[k], bool) or (t is float and type(r[k]) is int)
+                for k, t in _DEPLOY_FIELDS.items()) for r in rows)
+    if not ok:
+        raise DataError(str(path), f"expected a list of rows with the fields {sorted(_DEPLOY_FIELDS)}")
+    return rows
+
+
+def deployment(records: list[dict[str, Any]], data_dir: str | None = None, repeats: int = 3,
+               images: int = DEPLOY_IMAGES) -> list[dict[str, Any]]:
+    """Deployed size and speed of each quantized-weight row's seed-0 model, per act width:
+    ``{model, dataset, weights, method, step, act, packed_bytes, float32_bytes, engine_ips,
+    torch_ips}``, from the saved model (:func:`load_trial_model`; learned activation steps
+    frozen first): packed integer-only tensors against the float32 eval state
+    (:func:`coarsegrad.export.qmodel.deployed_size`), and images/s of the NumPy integer engine
+    on ``images`` uint8 test images against the PyTorch float32 forward of the same model
+    (:func:`coarsegrad.export.qmodel.images_per_second`, median of ``repeats``, one process)."""
+    import torch
+
+    from coarsegrad.data.datasets import load_dataset
+    from coarsegrad.export.qmodel import deployed_size, images_per_second, to_quantized
+    from coarsegrad.quant.convert import freeze_learned
+
+    rows: list[dict[str, Any]] = []
+    pixels: dict[str, Any] = {}
+    chosen = [r for r in records if r["experiment"] == EXPERIMENT and r["weight_quant"] is not None and r["seed"] == 0]
+    for r in chosen:
+        if r["dataset"] not in pixels:
+            raw = load_dataset(r["dataset"], "test", data_dir)[0][:images]
+            pixels[r["dataset"]] = raw.reshape(raw.shape[0], -1).numpy()
+        p = pixels[r["dataset"]]
+        model = freeze_learned(load_trial_model(r))
+        mean, std = r["config"]["data"]["normalisation"]
+        engine = to_quantized(model, (mean, std))
+        x = torch.from_numpy(p).float().div_(255.0).sub_(mean).div_(std).numpy()
+        with torch.no_grad():
+            torch_ips = images_per_second(lambda a, m=model: m(torch.from_numpy(a)), x, repeats)
+        packed, full = deployed_size(model)
+        weights, method, step = row_label(r)
+        rows.append({"model": r["model"], "dataset": r["dataset"], "weights": weights, "method": method, "step": step,
+                     "act": r["bits"], "packed_bytes": packed, "float32_bytes": full,
+                     "engine_ips": images_per_second(engine.predict, p, repeats), "torch_ips": torch_ips})
+    return rows
+
+
+def deployment_columns(rows: list[dict[str, Any]]) -> dict[str, Column]:
+    """The table's size and speed columns from :func:`deployment` rows (the act-2 model of a
+    table row; "–" for float weights, which have no integer-only form)."""
+
+    def find(group: list[dict[str, Any]]) -> dict[str, Any] | None:
+        r = group[0]
+        label = (r["model"], r["dataset"], *row_label(r))
+        found = [d for d in rows if (d["model"], d["dataset"], d["weights"], d["method"], d["step"]) == label]
+        return min(found, key=lambda d: d["act"]) if found else None
+
+    def size(group: list[dict[str, Any]]) -> str:
+        d = find(group)
+        return "–" if d is None else f"{d['packed_bytes'] / 1024:.0f} / {d['float32_bytes'] / 1024:.0f}"
+
+    def speed(group: list[dict[str, Any]]) -> str:
+        d = find(group)
+        return "–" if d is None else f"{d['engine_ips']:,.0f} / {d['torch_ips']:,.0f}"
+
+    return {"packed / float32 KiB": size, "int engine / PyTorch img/s": speed}

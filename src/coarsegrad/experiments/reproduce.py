@@ -245,6 +245,7 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
     if "full-quant" in only:
         add(full_quant.trials(full_quant.PLANS["full" if full else "quick"], out, data_dir, device, seeds, dataset),
             f"{dataset} full-quant")
+        atomic_write_json(out / full_quant.DEPLOY_FILE, full_quant.deployment(records, data_dir))
     theory = run_theory(full, out / "theory", workers, progress, seeds, data_dir) if "theory" in only else None
     env = environment(device)
     write_rows(out / "results.json", records)
@@ -285,13 +286,14 @@ def write_report(records: list[dict], out: Path, env: dict, mode: str,
         parts.append(f"## MNIST, LeNet-5, {ordering.study_bits(records)} bits: the ICLR 2019 ordering "
                      "(is identity behind?)\n\n"
                      + ordering.ordering_markdown(records))
+    deploy = full_quant.read_deployment(out / full_quant.DEPLOY_FILE)
     for dataset, title in DATASETS.items():
         for model in full_quant.MODELS:
             if any(r["experiment"] == full_quant.EXPERIMENT and (r["model"], r["dataset"]) == (model, dataset)
                    for r in records):
                 parts.append(f"## {title}, {full_quant.TITLES[model]}, fully quantized: test accuracy % "
                              "(mean ± std over seeds)\n\n" + full_quant.setup_line(records, model)
-                             + full_quant.grid_markdown(records, model, dataset))
+                             + full_quant.grid_markdown(records, model, dataset, full_quant.deployment_columns(deploy)))
     if theory:
         from coarsegrad.theory.summary import theory_summary
 

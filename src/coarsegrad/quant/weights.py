@@ -97,8 +97,8 @@ def weight_codes(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None =
     Q(w) = scales·codes (module docstring for each kind's formula).
 
     ``step``: the learned step s of an ``lsq`` spec (required there, refused otherwise),
-    shaped as :func:`scale_shape`, finite and > 0 (else ``DataError('step')``); the scales
-    are s in w's dtype and the codes clip(round_half_even(w/s), −M, M) with w/s in w's dtype."""
+    shaped as :func:`scale_shape`, finite and nonzero (else ``DataError('step')``); the scales
+    are |s| in w's dtype (the forward is even in s) and the codes clip(round_half_even(w/s), −M, M) with w/s in w's dtype."""
     _check_weight(w, spec)
     if (step is not None) != (spec.step == "lsq"):
         raise ConfigError("step", f"a {spec.step!r} spec {'needs' if step is None else 'takes no'} learned step tensor")
@@ -106,8 +106,11 @@ def weight_codes(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None =
         if tuple(step.shape) != scale_shape(w, spec):
             raise DataError("step", f"must have shape {list(scale_shape(w, spec))}, got {list(step.shape)}")
         s = step.detach().to(w.dtype)
-        if not bool(torch.isfinite(s).all() and (s > 0).all()):
-            raise DataError("step", "a learned step must be finite and > 0")
+        if not bool(torch.isfinite(s).all() and (s != 0).all()):
+            raise DataError("step", "a learned step must be finite and nonzero")
+        # s·clip(⌊w/s⌉, −M, M) is even in s (w/(−s) = −(w/s) exactly; ⌊·⌉ half-even and the
+        # symmetric clip are odd): a step trained below 0 (nothing keeps it positive) acts as |s|
+        s = s.abs()
         _, codes = lsq_levels(w.detach(), s, -spec.max_code, spec.max_code)
         return codes.to(torch.int8), s
     dims = _reduce_dims(w, spec)
