@@ -12,9 +12,11 @@ from small_splits import small_test_split
 from coarsegrad.cli.main import main
 from coarsegrad.config import ModelConfig, load_preset
 from coarsegrad.data.datasets import find_dataset
+from coarsegrad.errors import DataError
 from coarsegrad.experiments import full_quant as fq
 from coarsegrad.experiments import mnist
 from coarsegrad.experiments import reproduce as rp
+from coarsegrad.export.qmodel import deployed_size
 from coarsegrad.io.checkpoint import load_checkpoint
 from coarsegrad.io.results import FullQuantRow, read_rows
 from coarsegrad.quant.qlayers import QuantLinear
@@ -137,6 +139,29 @@ def test_quick_plan_end_to_end(tmp_path, monkeypatch, capsys):
         assert header["weight_quant"] == row.weight_quant and header["quant"]["bits"] == row.bits
         assert isinstance(model.fc1, QuantLinear) == (row.weight_quant is not None)
         assert (row.act_step == "lsq") == (row.step == "learned")
+    # deployment: one row per quantized-weight setting (seed 0), sizes those of the saved model
+    deploy = fq.read_deployment(out / fq.DEPLOY_FILE)
+    quantized = [r for r in rows if r.weight_quant is not None]
+    assert len(deploy) == len(quantized) == 9
+    for d, row in zip(deploy, quantized, strict=True):
+        assert (d["packed_bytes"], d["float32_bytes"]) == deployed_size(fq.load_trial_model(row.to_dict()))
+        assert d["packed_bytes"] < d["float32_bytes"] / 5 and d["engine_ips"] > 0 and d["torch_ips"] > 0
+        assert f"| {d['packed_bytes'] / 1024:.0f} / {d['float32_bytes'] / 1024:.0f} |" in text
+
+
+def test_deployment_file_is_validated(tmp_path):
+    path = tmp_path / fq.DEPLOY_FILE
+    assert fq.read_deployment(path) == []
+    good = {"model": "mlp", "dataset": "mnist", "weights": "1 bit (binary)", "method": "ste", "step": "fixed",
+            "act": 2, "packed_bytes": 10, "float32_bytes": 100, "engine_ips": 5.0, "torch_ips": 7}
+    path.write_text(json.dumps([good]))
+    assert fq.read_deployment(path) == [good]
+    for bad in ("{", json.dumps({"a": 1}), json.dumps([{**good, "act": "2"}]), json.dumps([{**good, "extra": 1}]),
+                json.dumps([{**good, "packed_bytes": True}]), json.dumps([{k: v for k, v in good.items() if k != "step"}])):
+        path.write_text(bad)
+        with pytest.raises(DataError) as info:
+            fq.read_deployment(path)
+        assert info.value.field == str(path)
 
 
 @MNIST
