@@ -74,7 +74,7 @@ def test_float_goal_is_judged_at_h_512_and_above():
 
 def test_cli_full_quant_writes_a_record_without_the_synthetic_step(tmp_path, capsys):
     out, md = tmp_path / "bench.json", tmp_path / "bench.md"
-    code = main(["bench", "--weights", "ternary:channel", "--hidden", "8", "--samples", "200", "--repeats", "1",
+    code = main(["bench", "--quick", "--weights", "ternary:channel", "--hidden", "8", "--samples", "200", "--repeats", "1",
                  "--data", "random", "--no-brevitas", "--json", str(out), "--markdown", str(md)])
     assert code == 0
     record = read_record(out, EpochBenchRecord)

@@ -70,9 +70,9 @@ def format_table(record: dict) -> str:
         cells = [_fmt(r["variants"][name]["median_s"]) if name in r["variants"] else "—" for r in results]
         ratio = [_fmt(r["variants"][name]["ratio_to_ours"]) if name in r["variants"] else "—" for r in results]
         lines.append(f"| {labels[name]} | " + " | ".join(cells) + " | " + " | ".join(ratio) + " |")
-    for name in ("brevitas", "brevitas_full"):
+    for name, label in (("brevitas", "Brevitas"), ("brevitas_full", labels["brevitas_full"])):
         if any(name in r["variants"] for r in results):
-            lines.append(f"| {labels[name]}, inside its statistics phase (first 300 steps) | " + " | ".join(
+            lines.append(f"| {label}, inside its statistics phase (first 300 steps) | " + " | ".join(
                 _fmt(r["variants"][name]["statistics_phase_s"]) if name in r["variants"] else "—"
                 for r in results) + " | " + " | ".join(
                 _fmt(r["ratios"][f"{name}_statistics_phase/ours"]) if name in r["variants"] else "—"
