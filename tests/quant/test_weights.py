@@ -123,3 +123,24 @@ def test_bad_weights_raise_data_error(bad, granularity):
     with pytest.raises(DataError) as info:
         weight_codes(bad, WeightQuant(granularity=granularity))
     assert info.value.field == "weight"
+
+
+def test_uniform_float32_quotients_that_land_on_a_half_take_the_float64_rule():
+    """Weights a few ulps around (k + ½)·s: some float32 quotients fl32(w/s) are exactly
+    k + ½ while the float64 ones are not; the codes must follow the float64 quotient."""
+    rows, landed = [], 0
+    for i, top in enumerate(np.linspace(0.6, 1.9, 40, dtype=np.float32)):
+        s = np.float32(np.float64(top) / 7)
+        row = [top]
+        for k in range(7):
+            x = np.float32((k + 0.5) * np.float64(s))
+            for _ in range(3):
+                row += [x, -x]
+                x = np.nextafter(x, np.float32(np.inf) if i % 2 else np.float32(-np.inf))
+        row = np.array(row, dtype=np.float32)
+        r32, r64 = row / s, row.astype(np.float64) / np.float64(s)
+        landed += int(((np.abs(r32 - np.round(r32)) == 0.5) & (np.abs(r64 - np.round(r64)) != 0.5)).sum())
+        rows.append(row)
+    assert landed > 0  # the case is present: float32 rounding alone would give other codes
+    for row in rows:
+        _check(torch.from_numpy(row)[None], "uniform", 4, "layer")

@@ -1,5 +1,6 @@
 """Baselines for :mod:`coarsegrad.bench.epoch`: the plain PyTorch training loop and the
-activations it is timed with (float ReLU, two textbook STEs, Brevitas).
+activations it is timed with (float ReLU, two textbook STEs, Brevitas), and Brevitas'
+fully quantized MLP for :mod:`coarsegrad.bench.full_quant`.
 
 Textbook STEs for the b-bit staircase σ(x) = α·clip(⌈x/α⌉, 0, L), clipped-ReLU μ′ =
 1{0 < x ≤ q}, q = Lα (no boundary correction: these are what users write by hand):
@@ -70,6 +71,34 @@ def brevitas_relu(bits: int) -> nn.Module | None:
     except ImportError:
         return None
     return qnn.QuantReLU(bit_width=bits)
+
+
+def brevitas_quant_mlp(features: int, hidden: int, classes: int, seed: int, weight_bits: int,
+                       act_bits: int, per_channel: bool) -> nn.Module | None:
+    """:func:`float_model`'s network (the same initial weights) as ``brevitas.nn.QuantLinear
+    (weight_bit_width=weight_bits)`` → ``QuantReLU(bit_width=act_bits)`` → ``QuantLinear``:
+    Brevitas' default weight quantizer, s = max|w|/(2^{b−1} − 1) per tensor
+    (``Int8WeightPerTensorFloat``) or per output channel (``Int8WeightPerChannelFloat``),
+    codes round(w/s) in ±(2^{b−1} − 1); None when Brevitas is not installed."""
+    try:
+        import brevitas.nn as qnn
+        from brevitas.quant import Int8WeightPerChannelFloat, Int8WeightPerTensorFloat
+    except ImportError:
+        return None
+    weight_quant = Int8WeightPerChannelFloat if per_channel else Int8WeightPerTensorFloat
+    float_net = float_model(features, hidden, classes, seed)
+    layers: list[nn.Module] = []
+    for layer in float_net:
+        if isinstance(layer, nn.Linear):
+            quant = qnn.QuantLinear(layer.in_features, layer.out_features, bias=True,
+                                    weight_quant=weight_quant, weight_bit_width=weight_bits)
+            with torch.no_grad():
+                quant.weight.copy_(layer.weight)
+                quant.bias.copy_(layer.bias)
+            layers.append(quant)
+        else:
+            layers.append(qnn.QuantReLU(bit_width=act_bits))
+    return nn.Sequential(*layers)
 
 
 class PlainEpoch:

@@ -21,6 +21,9 @@ Also: the sgemm rate (an n×n float32 matmul, 2n³ FLOP); the epoch's rate, 3196
 per row for 784 → H → 10 (2·(784 + 3·10)·H: forward, ∇W₁, and three products with W₂);
 one full-batch step (all N rows, chunked) against the batch-B epoch; and the data path
 (a permutation and the ``index_select`` gathers of one epoch) as a share of the epoch.
+
+With ``weights`` (a :class:`~coarsegrad.quant.weight_spec.WeightQuant`) the workload is the
+fully quantized MLP instead, against float and Brevitas: :mod:`coarsegrad.bench.full_quant`.
 """
 
 from __future__ import annotations
@@ -33,18 +36,23 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
+from torch import nn
 
 from coarsegrad.bench.baselines import PlainEpoch, brevitas_relu, float_model, ste_model
 from coarsegrad.errors import ConfigError
 from coarsegrad.models.networks import MLP
+from coarsegrad.quant.qlayers import quantize_weights
 from coarsegrad.quant.spec import ActQuant
+from coarsegrad.quant.weight_spec import WeightQuant
 from coarsegrad.training.loop import TrainConfig, train
 from coarsegrad.validate import integer
 
 
 @dataclass
 class BenchConfig:
-    """What to measure. ``data``: ``auto`` (MNIST if found, else random), ``mnist``, ``random``."""
+    """What to measure. ``data``: ``auto`` (MNIST if found, else random), ``mnist``, ``random``.
+    ``weights``: None (quantized activations, float weights) or the weight spec of the fully
+    quantized workload (:mod:`coarsegrad.bench.full_quant`)."""
 
     hidden: tuple[int, ...] = (128, 512, 2048)
     samples: int = 60000
@@ -58,6 +66,7 @@ class BenchConfig:
     data: str = "auto"
     brevitas: bool = True
     seed: int = 0
+    weights: WeightQuant | None = None
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -69,6 +78,8 @@ class BenchConfig:
             integer("hidden", h, lo=1)
         if self.data not in ("auto", "mnist", "random"):
             raise ConfigError("data", f"must be auto, mnist or random, got {self.data!r}")
+        if self.weights is not None and not isinstance(self.weights, WeightQuant):
+            raise ConfigError("weights", f"must be a WeightQuant or None, got {type(self.weights).__name__}")
 
 
 BREVITAS_STATS_STEPS = 300  # brevitas.quant.base: collect_stats_steps
@@ -147,12 +158,20 @@ def data_path_seconds(X: torch.Tensor, y: torch.Tensor, batch: int, steps: int, 
     return time.perf_counter() - start
 
 
-def _ours(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: int, *, fast: bool = True,
-          full_batch: bool = False) -> Callable[[], float]:
-    """A closure running one epoch (or one full-batch step) of coarsegrad.training.loop; returns seconds."""
+def ours_model(config: BenchConfig, features: int, hidden: int, weights: WeightQuant | None = None) -> nn.Module:
+    """The MLP features → H → classes that ``ours`` trains: the b-bit ⌈x/α⌉ staircase (the
+    baselines' rounding), clipped-ReLU STE; with ``weights`` its Linear layers are QuantLinear."""
     gen = torch.Generator().manual_seed(config.seed)
-    quant = ActQuant(config.bits, ste="clipped_relu", rounding="ceil")  # the baselines' ⌈x/α⌉ staircase
-    model = MLP(X.shape[1], hidden, config.classes, generator=gen, quant=quant)
+    quant = ActQuant(config.bits, ste="clipped_relu", rounding="ceil")
+    model: nn.Module = MLP(features, hidden, config.classes, generator=gen, quant=quant)
+    return model if weights is None else quantize_weights(model, weights)
+
+
+def ours_epoch(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: int, *, fast: bool = True,
+          full_batch: bool = False, weights: WeightQuant | None = None) -> Callable[[], float]:
+    """A closure running one epoch (or one full-batch step) of coarsegrad.training.loop; returns
+    seconds. ``weights``: the MLP's Linear layers become QuantLinear with that spec."""
+    model = ours_model(config, X.shape[1], hidden, weights)
     if full_batch:
         cfg = TrainConfig(optimizer="momentum", lr=config.lr, steps=1, stop_at_perfect=False, fast=fast)
     else:
@@ -196,24 +215,36 @@ def measure_hidden(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden
     gen_seed = config.seed
     plain = lambda model: PlainEpoch(model, X, y, config.batch_size, config.lr, gen_seed)  # noqa: E731
     variants: dict[str, Callable[[], float]] = {
-        "ours": _ours(config, X, y, hidden),
-        "ours_autograd": _ours(config, X, y, hidden, fast=False),
+        "ours": ours_epoch(config, X, y, hidden),
+        "ours_autograd": ours_epoch(config, X, y, hidden, fast=False),
         "float_relu": plain(float_model(X.shape[1], hidden, config.classes, gen_seed)),
         "autograd_ste": plain(ste_model(X.shape[1], hidden, config.classes, config.bits, alpha, "function", gen_seed)),
         "detach_ste": plain(ste_model(X.shape[1], hidden, config.classes, config.bits, alpha, "detach", gen_seed)),
-        "full_batch_step": _ours(config, X, y, hidden, full_batch=True),
+        "full_batch_step": ours_epoch(config, X, y, hidden, full_batch=True),
     }
     skipped = {}
     if config.brevitas:
         act = brevitas_relu(config.bits)
         if act is None:
-            skipped["brevitas"] = "brevitas is not installed (pip install 'coarsegrad[bench]')"
+            skipped["brevitas"] = BREVITAS_MISSING
         else:
             variants["brevitas"] = plain(float_model(X.shape[1], hidden, config.classes, gen_seed, act))
+    return time_variants(config, X, y, hidden, variants, skipped)
+
+
+BREVITAS_MISSING = "brevitas is not installed (pip install 'coarsegrad[bench]')"
+
+
+def time_variants(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: int,
+                  variants: dict[str, Callable[[], float]], skipped: dict[str, str]) -> dict:
+    """Time ``variants`` (one must be ``ours``) by :func:`_median_rounds`, each Brevitas one
+    (name ``brevitas…``) after its statistics phase; medians, paired ratios to ours, the
+    epoch's rate and the data path at one H."""
     steps = math.ceil(X.shape[0] / config.batch_size)
     # Brevitas' default activation quantizer collects statistics (a percentile per step)
     # for its first 300 training steps, then learns the scale: time it after that phase
-    warmups = {"brevitas": math.ceil(BREVITAS_STATS_STEPS / steps) + 1}
+    brevitas = [name for name in variants if name.startswith("brevitas")]
+    warmups = {name: math.ceil(BREVITAS_STATS_STEPS / steps) + 1 for name in brevitas}
     result = _median_rounds(variants, config.repeats, config.seed + hidden, warmups)
     data_s = statistics.median(data_path_seconds(X, y, config.batch_size, steps, config.seed + i)
                                for i in range(config.repeats + 1))
@@ -224,12 +255,13 @@ def measure_hidden(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden
     for name, r in result.items():
         r["ratio_to_ours"] = paired_ratio(t[name], t["ours"])
     ratios = {f"ours/{name}": paired_ratio(t["ours"], t[name]) for name in t if name != "ours"}
-    ratios["full_batch_step/ours"] = result["full_batch_step"]["ratio_to_ours"]
-    if "brevitas" in result:
-        ratios["brevitas/ours"] = result["brevitas"]["ratio_to_ours"]
-        phase = statistics.median(statistics_phase_epochs(result["brevitas"]["warmup_s"], steps))
-        result["brevitas"]["statistics_phase_s"] = phase
-        ratios["brevitas_statistics_phase/ours"] = phase / ours
+    if "full_batch_step" in result:
+        ratios["full_batch_step/ours"] = result["full_batch_step"]["ratio_to_ours"]
+    for name in brevitas:
+        ratios[f"{name}/ours"] = result[name]["ratio_to_ours"]
+        phase = statistics.median(statistics_phase_epochs(result[name]["warmup_s"], steps))
+        result[name]["statistics_phase_s"] = phase
+        ratios[f"{name}_statistics_phase/ours"] = phase / ours
     return {"hidden": hidden, "variants": result, "skipped": skipped, "ratios": ratios,
             "ours_gflops": gflops, "data_path_s": data_s, "data_path_share": data_s / ours}
 
@@ -241,10 +273,15 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
     log(f"data: {source}, {tuple(X.shape)}; threads: {torch.get_num_threads()}")
     sgemm = sgemm_gflops(config.sgemm_size, max(3, config.repeats))
     log(f"sgemm {config.sgemm_size}³: {sgemm:.1f} GFLOP/s")
+    measure, workload_goals = measure_hidden, goals
+    if config.weights is not None:  # imported here: full_quant builds on this module
+        from coarsegrad.bench.full_quant import full_quant_goals, measure_full_quant
+
+        measure, workload_goals = measure_full_quant, full_quant_goals
     results = []
     for hidden in config.hidden:
         log(f"H = {hidden} ...")
-        result = measure_hidden(config, X, y, hidden)
+        result = measure(config, X, y, hidden)
         result["sgemm_fraction"] = result["ours_gflops"] / sgemm
         results.append(result)
     sgemm_after = sgemm_gflops(config.sgemm_size, max(3, config.repeats))
@@ -255,7 +292,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
     return {"config": asdict(config), "data": source, "threads": torch.get_num_threads(),
             "sgemm_gflops": sgemm, "sgemm_gflops_after": sgemm_after, "dataset_copy_s": copy_s,
             "results": results,
-            "goals": goals(results)}
+            "goals": workload_goals(results)}
 
 
 def goals(results: list[dict]) -> list[dict]:

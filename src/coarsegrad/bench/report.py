@@ -20,7 +20,11 @@ VARIANT_LABELS = {
     "detach_ste": "plain PyTorch, detach-trick STE",
     "brevitas": "Brevitas QuantReLU",
     "full_batch_step": "coarsegrad full-batch step (all rows)",
+    "ours_float_weights": "coarsegrad train, float weights (fast path)",
+    "brevitas_full": "Brevitas QuantLinear + QuantReLU",
 }
+FULL_QUANT_LABELS = {"ours": "coarsegrad train, QuantLinear + QuantReLU (autograd)"}
+"""Labels that differ in a fully quantized record (``config.weights`` set)."""
 
 
 def cpu_model() -> str | None:
@@ -57,20 +61,22 @@ def format_table(record: dict) -> str:
     marked met / not met."""
     results = record["results"]
     hs = [r["hidden"] for r in results]
-    names = [n for n in VARIANT_LABELS if any(n in r["variants"] for r in results)]
+    labels = VARIANT_LABELS | (FULL_QUANT_LABELS if record["config"].get("weights") else {})
+    names = [n for n in labels if any(n in r["variants"] for r in results)]
     head = "| variant | " + " | ".join(f"H={h} s" for h in hs) + " | " + \
         " | ".join(f"H={h} ÷ ours" for h in hs) + " |"
     lines = [head, "|" + " --- |" * (1 + 2 * len(hs))]
     for name in names:
         cells = [_fmt(r["variants"][name]["median_s"]) if name in r["variants"] else "—" for r in results]
         ratio = [_fmt(r["variants"][name]["ratio_to_ours"]) if name in r["variants"] else "—" for r in results]
-        lines.append(f"| {VARIANT_LABELS[name]} | " + " | ".join(cells) + " | " + " | ".join(ratio) + " |")
-    if any("brevitas" in r["variants"] for r in results):
-        lines.append("| Brevitas, inside its statistics phase (first 300 steps) | " + " | ".join(
-            _fmt(r["variants"]["brevitas"]["statistics_phase_s"]) if "brevitas" in r["variants"] else "—"
-            for r in results) + " | " + " | ".join(
-            _fmt(r["ratios"]["brevitas_statistics_phase/ours"]) if "brevitas" in r["variants"] else "—"
-            for r in results) + " |")
+        lines.append(f"| {labels[name]} | " + " | ".join(cells) + " | " + " | ".join(ratio) + " |")
+    for name, label in (("brevitas", "Brevitas"), ("brevitas_full", labels["brevitas_full"])):
+        if any(name in r["variants"] for r in results):
+            lines.append(f"| {label}, inside its statistics phase (first 300 steps) | " + " | ".join(
+                _fmt(r["variants"][name]["statistics_phase_s"]) if name in r["variants"] else "—"
+                for r in results) + " | " + " | ".join(
+                _fmt(r["ratios"][f"{name}_statistics_phase/ours"]) if name in r["variants"] else "—"
+                for r in results) + " |")
     lines.append("| data path (permutation + gathers) | " + " | ".join(_fmt(r["data_path_s"]) for r in results)
                  + " | " + " | ".join(f"{100 * r['data_path_share']:.1f}%" for r in results) + " |")
     if "dataset_copy_s" in record:  # records from before this measurement lack it
@@ -104,6 +110,14 @@ def format_machine(record: dict) -> str:
             f"load average (1/5/15 min) before: {before}, after: {after}")
 
 
+def _weights_text(weights: dict | None) -> str:
+    """`` with QuantLinear weights (…)`` for a fully quantized record, else nothing."""
+    if not weights:
+        return ""
+    return (f" with QuantLinear weights ({weights['kind']}, {weights['bits']} bits per {weights['granularity']}, "
+            f"method {weights['method']}, clip {weights['clip']})")
+
+
 def format_markdown(record: dict) -> str:
     """The record as a Markdown page: command, machine, table and goals."""
     cfg = record["config"]
@@ -111,7 +125,8 @@ def format_markdown(record: dict) -> str:
         "# `coarsegrad bench`", "",
         f"Command: `{record.get('command', 'coarsegrad bench')}`", "",
         format_machine(record), "",
-        f"Workload: MLP {cfg['features']} → H → {cfg['classes']}, {cfg['bits']}-bit staircase, clipped-ReLU STE, "
+        f"Workload: MLP {cfg['features']} → H → {cfg['classes']}{_weights_text(cfg.get('weights'))}, "
+        f"{cfg['bits']}-bit staircase, clipped-ReLU STE, "
         f"SGD momentum 0.9 (lr {cfg['lr']}), batch {cfg['batch_size']}, one epoch over {cfg['samples']} rows "
         f"({record['data']} data). Seconds are medians of {cfg['repeats']} rounds (each variant once per "
         "round, in a shuffled order) after a warm-up epoch, training loop only; a ratio is the median "

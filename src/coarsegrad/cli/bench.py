@@ -2,7 +2,9 @@
 
 Prints a table of medians, ratios and the speed goals (met / not met), then the synthetic
 full-batch step (the paper's problem) against a plain PyTorch loop on 1 and 2 threads
-(:mod:`coarsegrad.bench.synthetic`; ``--synthetic-only`` runs just that). Nothing is
+(:mod:`coarsegrad.bench.synthetic`; ``--synthetic-only`` runs just that). ``--weights SPEC``
+times the fully quantized MLP (QuantLinear weights + staircase) against float and Brevitas
+instead (:mod:`coarsegrad.bench.full_quant`; no synthetic step). Nothing is
 written unless asked: ``--json FILE``
 also writes the record with the machine description and the load average before and
 after, ``--markdown FILE`` the table. Numbers are only comparable on an otherwise idle machine: check the load.
@@ -34,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--data", choices=("auto", "mnist", "random"), default=None,
                    help="auto: MNIST when found, else random data of that shape")
     p.add_argument("--no-brevitas", action="store_true", help="skip the Brevitas baseline")
+    p.add_argument("--weights", default=None, metavar="KIND[:BITS][:GRANULARITY]",
+                   help="fully quantized workload: QuantLinear weights (e.g. uniform:4, ternary, binary:channel; "
+                        "method ste) against float and Brevitas QuantLinear + QuantReLU")
     p.add_argument("--synthetic-only", action="store_true",
                    help="only the synthetic full-batch step against a plain PyTorch loop (1 and 2 threads)")
     p.add_argument("--inference", nargs="+", default=None, metavar="RUN_DIR",
@@ -61,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     base = QUICK if args.quick else BenchConfig()
     changes: dict[str, Any] = {"brevitas": not args.no_brevitas}
+    if args.weights is not None:
+        from coarsegrad.bench.full_quant import parse_weights
+
+        changes["weights"] = parse_weights(args.weights)
     for name in ("hidden", "samples", "repeats", "data"):
         value = getattr(args, name)
         if value is not None:
@@ -68,16 +77,17 @@ def run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(base, **changes)
     raw: dict[str, Any] = {"command": command, "machine": machine()}
     raw.update(run_bench(config, log=lambda message: print(message, file=sys.stderr, flush=True)))
-    raw["synthetic"] = synthetic_step_bench(**synthetic_kw)
+    raw["synthetic"] = None if config.weights is not None else synthetic_step_bench(**synthetic_kw)
     load = load_average()
     raw["loadavg_after"] = None if load is None else list(load)
     # checked as a typed record (as JSON will hold it) before anything is printed or written
     epoch_record = EpochBenchRecord.from_dict(json.loads(json.dumps(raw)), "bench record")
+    synthetic_text = "" if raw["synthetic"] is None else format_synthetic(raw["synthetic"])
     print(format_table(raw))
     print()
-    print(format_synthetic(raw["synthetic"]))
+    print(synthetic_text)
     print(format_machine(raw))
-    _write(args, epoch_record, format_markdown(raw) + "\n" + format_synthetic(raw["synthetic"]))
+    _write(args, epoch_record, format_markdown(raw) + "\n" + synthetic_text)
     return 0
 
 

@@ -38,6 +38,15 @@ float64, so float32 and float64 weights take the same rule. :func:`weight_codes`
 implementation; :func:`project` is s·c made from it, so Q(w) = scales·codes exactly
 (what export packs). The codes carry no gradient: the straight-through estimators live
 in :mod:`coarsegrad.quant.qlayers`.
+
+Cost (Q(w) runs in every training forward): the elementwise work is done in the
+weight's own precision where that gives the float64 rule's result exactly, and only the
+sums stay float64. max|w| is exact in any precision, and s = max|w|/M rounded once from
+float64 equals the division made in float32 (double rounding is innocuous for a quotient
+when 53 ≥ 2·24 + 2). The float32 quotient r = fl32(w/s) is the float64 one rounded once
+more; rounding is monotone and every half-integer up to M + ½ is a float32, so
+round(r) differs from round(fl64(w/s)) only where r is itself a half-integer: those
+entries (rare) are redone in float64.
 """
 
 from __future__ import annotations
@@ -99,6 +108,24 @@ def weight_codes(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None =
     ``step``: the learned step s of an ``lsq`` spec (required there, refused otherwise),
     shaped as :func:`scale_shape`, finite and nonzero (else ``DataError('step')``); the scales
     are |s| in w's dtype (the forward is even in s) and the codes clip(round_half_even(w/s), −M, M) with w/s in w's dtype."""
+    codes, scales = _codes(w, spec, step)
+    return codes.to(torch.int8), _shape(scales.to(w.dtype), spec)
+
+
+def project(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None = None) -> torch.Tensor:
+    """Q(w) = scales·codes in w's dtype (no gradient; see :func:`weight_codes`)."""
+    codes, scales = _codes(w, spec, step)
+    if codes.dtype != w.dtype:
+        codes, scales = codes.to(w.dtype), scales.to(w.dtype)
+    return _shape(scales, spec) * codes
+
+
+@torch.no_grad()
+def _codes(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, scales) with the codes as floats (integer values, float32 or float64: the
+    working precision of the module docstring; w's dtype for a learned step) and the scales
+    in w's dtype, converted to that precision, with keepdim shape: what :func:`weight_codes`
+    and :func:`project` share."""
     _check_weight(w, spec)
     if (step is not None) != (spec.step == "lsq"):
         raise ConfigError("step", f"a {spec.step!r} spec {'needs' if step is None else 'takes no'} learned step tensor")
@@ -112,31 +139,37 @@ def weight_codes(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None =
         # symmetric clip are odd): a step trained below 0 (nothing keeps it positive) acts as |s|
         s = s.abs()
         _, codes = lsq_levels(w.detach(), s, -spec.max_code, spec.max_code)
-        return codes.to(torch.int8), s
+        return codes, s
     dims = _reduce_dims(w, spec)
-    w64 = w.detach().to(torch.float64)
-    a = w64.abs()
+    work = torch.float64 if w.dtype == torch.float64 else torch.float32
+    x = w.detach().to(work)
+    if spec.kind == "uniform":
+        return _uniform_codes(x, w.dtype, spec.max_code, dims)
+    a64 = x.abs().to(torch.float64)  # |w| exactly; the sums below in float64
     if spec.kind == "binary":
-        codes = torch.where(w64 >= 0, 1, -1)
-        scale64 = a.mean(dims, keepdim=True)
-    elif spec.kind == "ternary":
-        delta = TERNARY_RATIO * a.mean(dims, keepdim=True)
-        keep = a > delta
-        count = keep.sum(dims, keepdim=True)
-        total = torch.where(keep, a, 0.0).sum(dims, keepdim=True)
-        scale64 = torch.where(count > 0, total / count.clamp(min=1), 0.0)
-        codes = torch.where(keep, torch.where(w64 > 0, 1, -1), 0)
+        scale64 = a64.mean(dims, keepdim=True)
+        codes = torch.where(x >= 0, 1.0, -1.0).to(work)
     else:
-        m = spec.max_code
-        scale64 = a.amax(dims, keepdim=True) / m
-        # s rounded once to w's dtype; w/s in float64 so the half-way points are exact
-        scale64 = scale64.to(w.dtype).to(torch.float64)
-        ratio = torch.where(scale64 > 0, w64 / torch.where(scale64 > 0, scale64, 1.0), 0.0)
-        codes = torch.round(ratio).clamp(-m, m)
-    return codes.to(torch.int8), _shape(scale64.to(w.dtype), spec)
+        delta = TERNARY_RATIO * a64.mean(dims, keepdim=True)
+        keep = a64 > delta
+        count = keep.sum(dims, keepdim=True)
+        total = torch.where(keep, a64, 0.0).sum(dims, keepdim=True)
+        scale64 = torch.where(count > 0, total / count.clamp(min=1), 0.0)
+        codes = torch.where(keep, torch.sign(x), 0.0)
+    return codes, scale64.to(w.dtype).to(work)
 
 
-def project(w: torch.Tensor, spec: WeightQuant, step: torch.Tensor | None = None) -> torch.Tensor:
-    """Q(w) = scales·codes in w's dtype (no gradient; see :func:`weight_codes`)."""
-    codes, scales = weight_codes(w, spec, step)
-    return scales * codes.to(w.dtype)
+def _uniform_codes(x: torch.Tensor, dtype: torch.dtype, m: int, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform codes clip(round_half_even(w/s), −M, M) and s = max|w|/M rounded to ``dtype``,
+    for ``x`` = w in the working precision (float32 or float64; module docstring)."""
+    scale = (x.abs().amax(dims, keepdim=True) / m).to(dtype).to(x.dtype)
+    ratio = x / torch.where(scale > 0, scale, 1.0)  # all-zero slices: 0/1 = 0, code 0
+    codes = torch.round(ratio)
+    if x.dtype != torch.float64:
+        # round(fl32(w/s)) ≠ round(fl64(w/s)) only where fl32(w/s) is a half-integer
+        ties = ratio.sub_(codes).abs_() == 0.5
+        if bool(ties.any()):
+            where = ties.nonzero(as_tuple=True)
+            exact = x[where].double() / scale.expand_as(x)[where].double()
+            codes[where] = torch.round(exact).to(x.dtype)
+    return codes.clamp_(-m, m), scale

@@ -1,0 +1,104 @@
+"""``coarsegrad bench --weights SPEC``: one epoch of fully quantized training (quantized
+weights and activations) against plain float and Brevitas at the same bit widths.
+
+Workload: MLP in → H → classes whose two Linear layers are
+:class:`~coarsegrad.quant.qlayers.QuantLinear` with the weight spec (method ``ste``:
+forward Q(w), gradient straight through, w clipped to [−clip, clip] after each step) and the
+b-bit staircase with the clipped-ReLU STE between them; the rest as
+:mod:`coarsegrad.bench.epoch` (same data, batch, optimizer, rounds, paired ratios). Variants:
+
+* ``ours``: :func:`coarsegrad.training.loop.train` on that model (autograd: the fast step has
+  no quantized weights);
+* ``ours_float_weights``: the same with float weights (:mod:`~coarsegrad.bench.epoch`'s
+  ``ours``, the fast path): what quantizing the weights costs on top;
+* ``float_relu``: plain PyTorch ``Linear → ReLU → Linear``, autograd, ``torch.optim.SGD``;
+* ``brevitas_full``: the same plain loop on ``brevitas.nn.QuantLinear(weight_bit_width=b_w)``
+  → ``QuantReLU(bit_width=b)`` → ``QuantLinear``, per tensor or per channel as the spec,
+  timed after its 300 statistics steps (skipped when Brevitas is not installed, and for
+  binary weights: its integer quantizer has no 1-bit sign rule). Brevitas quantizes with its
+  own rule, s = max|w|/(2^{b_w−1} − 1): the same as ``uniform``; for ``ternary`` (b_w = 2) its
+  levels are also {−s, 0, s}, with s = max|w| and threshold s/2 instead of TWN's.
+
+Goals (issue 14): ours ≤ 1.3 × float at H ≥ 512 and ≤ Brevitas.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from coarsegrad.bench.baselines import PlainEpoch, brevitas_quant_mlp, float_model
+from coarsegrad.bench.epoch import BREVITAS_MISSING, BenchConfig, ours_epoch, time_variants
+from coarsegrad.errors import ConfigError
+from coarsegrad.quant.weight_spec import GRANULARITIES, KINDS, WeightQuant
+
+FLOAT_GOAL = 1.3
+"""ours / float at H ≥ 512 (issue 14)."""
+
+
+def parse_weights(text: str) -> WeightQuant:
+    """``KIND[:BITS][:GRANULARITY]`` (``uniform:4``, ``ternary``, ``binary:channel``,
+    ``uniform:2:channel``) as a WeightQuant with method ``ste``; ``ConfigError('weights')``
+    on anything else."""
+    kind, *rest = text.split(":")
+    if kind not in KINDS or len(rest) > 2:
+        raise ConfigError("weights", f"expected KIND[:BITS][:GRANULARITY] with KIND in {', '.join(KINDS)}, got {text!r}")
+    fields: dict[str, object] = {"kind": kind}
+    for part in rest:
+        if part.isdigit() and "bits" not in fields and "granularity" not in fields:
+            fields["bits"] = int(part)
+        elif part in GRANULARITIES and "granularity" not in fields:
+            fields["granularity"] = part
+        else:
+            raise ConfigError("weights", f"expected KIND[:BITS][:GRANULARITY], got {text!r}")
+    try:
+        return WeightQuant(**fields)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise ConfigError("weights", f"{text!r}: {exc}") from None
+
+
+def measure_full_quant(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: int) -> dict:
+    """Every variant of the module docstring at one H (``config.weights`` set)."""
+    spec = config.weights
+    if spec is None:
+        raise ConfigError("weights", "the fully quantized workload needs a weight spec")
+    plain = lambda model: PlainEpoch(model, X, y, config.batch_size, config.lr, config.seed)  # noqa: E731
+    variants: dict[str, Callable[[], float]] = {
+        "ours": ours_epoch(config, X, y, hidden, weights=spec),
+        "ours_float_weights": ours_epoch(config, X, y, hidden),
+        "float_relu": plain(float_model(X.shape[1], hidden, config.classes, config.seed)),
+    }
+    skipped = {}
+    if config.brevitas:
+        if spec.kind == "binary":
+            skipped["brevitas_full"] = "Brevitas' integer weight quantizer has no 1-bit sign rule"
+        else:
+            model = brevitas_quant_mlp(X.shape[1], hidden, config.classes, config.seed, int(spec.bits or 0),
+                                       config.bits, spec.granularity == "channel")
+            if model is None:
+                skipped["brevitas_full"] = BREVITAS_MISSING
+            else:
+                variants["brevitas_full"] = plain(model)
+    return time_variants(config, X, y, hidden, variants, skipped)
+
+
+def full_quant_goals(results: list[dict]) -> list[dict]:
+    """Each goal of the fully quantized workload with its value per H and met / not met."""
+    table = []
+
+    def add(name: str, target: str, values: dict[int, float], ok: Callable[[float], bool]) -> None:
+        if values:
+            table.append({"goal": name, "target": target, "values": values,
+                          "met": all(ok(v) for v in values.values())})
+
+    by_h = {r["hidden"]: r for r in results}
+    add("fully quantized epoch / float-ReLU epoch (H >= 512)", f"<= {FLOAT_GOAL}",
+        {h: r["ratios"]["ours/float_relu"] for h, r in by_h.items() if h >= 512}, lambda v: v <= FLOAT_GOAL)
+    add("fully quantized epoch / Brevitas epoch (after its 300 statistics steps)", "<= 1.0",
+        {h: r["ratios"]["ours/brevitas_full"] for h, r in by_h.items() if "ours/brevitas_full" in r["ratios"]},
+        lambda v: v <= 1.0)
+    add("fully quantized epoch / Brevitas epoch (inside its statistics phase)", "<= 1.0",
+        {h: 1.0 / r["ratios"]["brevitas_full_statistics_phase/ours"] for h, r in by_h.items()
+         if "brevitas_full_statistics_phase/ours" in r["ratios"]}, lambda v: v <= 1.0)
+    return table
