@@ -295,15 +295,22 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
             "goals": workload_goals(results)}
 
 
-def goals(results: list[dict]) -> list[dict]:
-    """Each goal with its measured value per H and met / not met."""
-    table = []
+def goal_adder(table: list[dict]) -> Callable[[str, str, dict[int, float], Callable[[float], bool]], None]:
+    """``add(name, target, values, ok)`` appending a goal row to ``table``: its values per H and
+    met when ``ok`` holds for all (no row when there are no values)."""
 
     def add(name: str, target: str, values: dict[int, float], ok: Callable[[float], bool]) -> None:
         if values:
             table.append({"goal": name, "target": target, "values": values,
                           "met": all(ok(v) for v in values.values())})
 
+    return add
+
+
+def goals(results: list[dict]) -> list[dict]:
+    """Each goal with its measured value per H and met / not met."""
+    table: list[dict] = []
+    add = goal_adder(table)
     by_h = {r["hidden"]: r for r in results}
     add("quantized epoch / float-ReLU epoch", "<= 1.0",
         {h: r["ratios"]["ours/float_relu"] for h, r in by_h.items()}, lambda v: v <= 1.0)

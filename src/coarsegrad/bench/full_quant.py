@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from coarsegrad.bench.baselines import PlainEpoch, brevitas_quant_mlp, float_model
-from coarsegrad.bench.epoch import BREVITAS_MISSING, BenchConfig, ours_epoch, time_variants
+from coarsegrad.bench.epoch import BREVITAS_MISSING, BenchConfig, goal_adder, ours_epoch, time_variants
 from coarsegrad.errors import ConfigError
 from coarsegrad.quant.weight_spec import GRANULARITIES, KINDS, WeightQuant
 
@@ -85,13 +85,8 @@ def measure_full_quant(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hi
 
 def full_quant_goals(results: list[dict]) -> list[dict]:
     """Each goal of the fully quantized workload with its value per H and met / not met."""
-    table = []
-
-    def add(name: str, target: str, values: dict[int, float], ok: Callable[[float], bool]) -> None:
-        if values:
-            table.append({"goal": name, "target": target, "values": values,
-                          "met": all(ok(v) for v in values.values())})
-
+    table: list[dict] = []
+    add = goal_adder(table)
     by_h = {r["hidden"]: r for r in results}
     add("fully quantized epoch / float-ReLU epoch (H >= 512)", f"<= {FLOAT_GOAL}",
         {h: r["ratios"]["ours/float_relu"] for h, r in by_h.items() if h >= 512}, lambda v: v <= FLOAT_GOAL)

@@ -43,6 +43,21 @@ U32 = 2.0 ** -24
 LISTED = 1000  # differing codes listed one by one (all are counted)
 
 
+def classify(rec: dict[str, Any], differ: torch.Tensor, earlier: torch.Tensor, dist: torch.Tensor,
+             tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class each differing code ([samples, units] bool ``differ``): ``downstream`` when an
+    earlier layer of that sample already differed (``earlier`` [samples]), else
+    ``near_threshold`` when its pre-activation lies within ``tol`` of a threshold (``dist``),
+    else ``unexplained``; add the counts to ``rec``; return the (near, downstream) masks."""
+    down = differ & earlier[:, None]
+    near = differ & ~down & (dist <= tol)
+    rec["code_disagree"] += int(differ.sum())
+    rec["near_threshold"] += int(near.sum())
+    rec["downstream"] += int(down.sum())
+    rec["unexplained"] += int((differ & ~near & ~down).sum())
+    return near, down
+
+
 def rounding_tolerance(site: Site, a: torch.Tensor) -> torch.Tensor | None:
     """tol (module docstring) for every unit of ``site`` given the layer input ``a``; None without a layer."""
     layer, norm = site.layer, site.norm
@@ -102,12 +117,7 @@ def layer_agreement(model: nn.Module, session: Any, x: np.ndarray | torch.Tensor
                 dist = _distance(z_t, edges).reshape(len(xb), -1)
                 tol = rounding_tolerance(s, values[s.layer_input]) if s.layer_input else None
                 tol = tol.reshape(len(xb), -1) if tol is not None else torch.full_like(dist, -1.0)
-                down = differ & earlier[:, None]
-                near = differ & ~down & (dist <= tol)
-                rec["code_disagree"] += int(differ.sum())
-                rec["near_threshold"] += int(near.sum())
-                rec["downstream"] += int(down.sum())
-                rec["unexplained"] += int((differ & ~near & ~down).sum())
+                near, down = classify(rec, differ, earlier, dist, tol)
                 for n, u in differ.nonzero().tolist():
                     if len(listed) < LISTED:
                         listed.append({"site": s.index, "sample": start + n, "unit": u,

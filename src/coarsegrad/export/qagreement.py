@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coarsegrad.export.layer_agreement import rounding_tolerance
+from coarsegrad.export.layer_agreement import classify, rounding_tolerance
 from coarsegrad.export.qmodel import QuantizedModel, _stages
 from coarsegrad.export.traced import Site
 from coarsegrad.quant.autograd import QuantReLU, staircase_codes
@@ -112,12 +112,7 @@ def qmodel_agreement(model: nn.Module, qm: QuantizedModel, x: np.ndarray | torch
             dist = (zf[..., None] - edges).abs().min(-1).values
             rec["units_near_threshold"] += int((dist <= tol).sum())
             if differ.any():
-                down = differ & earlier[:, None]
-                near = differ & ~down & (dist <= tol)
-                rec["code_disagree"] += int(differ.sum())
-                rec["near_threshold"] += int(near.sum())
-                rec["downstream"] += int(down.sum())
-                rec["unexplained"] += int((differ & ~near & ~down).sum())
+                near, down = classify(rec, differ, earlier, dist, tol)
                 for n, u in differ.nonzero().tolist():
                     if len(listed) < LISTED:
                         listed.append({"layer": i + 1, "sample": start + n, "unit": u, "z_torch": float(zf[n, u]),
