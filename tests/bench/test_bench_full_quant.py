@@ -111,3 +111,34 @@ def test_brevitas_full_variant_when_installed():
     assert "Brevitas QuantLinear + QuantReLU, inside its statistics phase" in format_table(record)
     binary = run_bench(replace(TINY, hidden=(8,), brevitas=True, weights=WeightQuant("binary"), repeats=1))
     assert "brevitas_full" in binary["results"][0]["skipped"]
+
+
+def test_conv_case_times_lenet5_with_quantized_conv_weights(monkeypatch):
+    import coarsegrad.bench.full_quant as fq
+    from coarsegrad.quant.qlayers import QuantConv2d
+
+    monkeypatch.setattr(fq, "CONV_ROWS", 96)
+    monkeypatch.setattr(fq, "CONV_BATCH", 32)
+    built = []
+    original = fq.quantize_weights
+    monkeypatch.setattr(fq, "quantize_weights", lambda m, s: built.append(original(m, s)) or built[-1])
+    record = run_bench(replace(TINY, hidden=(8,), samples=200, conv=True))
+    conv = record["conv"]
+    assert conv["model"] == "lenet5" and conv["rows"] == 96 and conv["batch"] == 32
+    assert set(conv["medians_s"]) == {"ours", "float_relu"} and all(v > 0 for v in conv["medians_s"].values())
+    assert conv["ratios"]["ours/float_relu"] == pytest.approx(conv["medians_s"]["ours"] / conv["medians_s"]["float_relu"])
+    assert sum(isinstance(m, QuantConv2d) for m in built[0].modules()) == 2  # the timed model quantizes its convs
+    assert "LeNet-5 (conv), one epoch over 96 rows" in format_markdown(record)
+    EpochBenchRecord.from_dict(json.loads(json.dumps(record | {"command": "x", "machine": {}, "loadavg_after": None})),
+                               "record")
+    with pytest.raises(ConfigError) as info:
+        BenchConfig(conv=True)
+    assert info.value.field == "conv"
+
+
+def test_brevitas_lenet_when_installed():
+    pytest.importorskip("brevitas")
+    from coarsegrad.bench.baselines import brevitas_quant_lenet
+
+    model = brevitas_quant_lenet(10, 4, 2, per_channel=True, channels=(4, 6), hidden=16)
+    assert model(torch.randn(3, 784)).shape == (3, 10)

@@ -101,6 +101,30 @@ def brevitas_quant_mlp(features: int, hidden: int, classes: int, seed: int, weig
     return nn.Sequential(*layers)
 
 
+def brevitas_quant_lenet(classes: int, weight_bits: int, act_bits: int, per_channel: bool,
+                         channels: tuple[int, int] = (20, 50), hidden: int = 500) -> nn.Module | None:
+    """LeNet-5 as :class:`coarsegrad.LeNet5` (5×5 convs, affine-free batch-norm before each
+    activation, 2×2 max-pools) in Brevitas: ``QuantConv2d``/``QuantLinear(weight_bit_width=
+    weight_bits)`` and ``QuantReLU(bit_width=act_bits)``, weights quantized per tensor or per
+    output channel (as :func:`brevitas_quant_mlp`); input [N, 784]. None without Brevitas."""
+    try:
+        import brevitas.nn as qnn
+        from brevitas.quant import Int8WeightPerChannelFloat, Int8WeightPerTensorFloat
+    except ImportError:
+        return None
+    wq = {"weight_quant": Int8WeightPerChannelFloat if per_channel else Int8WeightPerTensorFloat,
+          "weight_bit_width": weight_bits}
+    c1, c2 = channels
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        qnn.QuantConv2d(1, c1, 5, **wq), nn.BatchNorm2d(c1, affine=False), qnn.QuantReLU(bit_width=act_bits),
+        nn.MaxPool2d(2),
+        qnn.QuantConv2d(c1, c2, 5, **wq), nn.BatchNorm2d(c2, affine=False), qnn.QuantReLU(bit_width=act_bits),
+        nn.MaxPool2d(2), nn.Flatten(),
+        qnn.QuantLinear(16 * c2, hidden, bias=True, **wq), nn.BatchNorm1d(hidden, affine=False),
+        qnn.QuantReLU(bit_width=act_bits), qnn.QuantLinear(hidden, classes, bias=True, **wq))
+
+
 class PlainEpoch:
     """One epoch of the plain PyTorch loop per call; returns its seconds.
 

@@ -67,6 +67,7 @@ class BenchConfig:
     brevitas: bool = True
     seed: int = 0
     weights: WeightQuant | None = None
+    conv: bool = False
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)
@@ -80,6 +81,8 @@ class BenchConfig:
             raise ConfigError("data", f"must be auto, mnist or random, got {self.data!r}")
         if self.weights is not None and not isinstance(self.weights, WeightQuant):
             raise ConfigError("weights", f"must be a WeightQuant or None, got {type(self.weights).__name__}")
+        if self.conv and self.weights is None:
+            raise ConfigError("conv", "the convolutional case is part of the fully quantized workload: give --weights")
 
 
 BREVITAS_STATS_STEPS = 300  # brevitas.quant.base: collect_stats_steps
@@ -180,7 +183,7 @@ def ours_epoch(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: in
     return lambda: train(model, X, y, cfg).seconds
 
 
-def _median_rounds(variants: dict[str, Callable[[], float]], repeats: int, seed: int,
+def median_rounds(variants: dict[str, Callable[[], float]], repeats: int, seed: int,
                    warmups: dict[str, int]) -> dict[str, dict]:
     """Warm up every variant (``warmups[name]`` epochs, default 1), then ``repeats``
     rounds, each running every variant once in a freshly shuffled order (drift of the
@@ -245,7 +248,7 @@ def time_variants(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden:
     # for its first 300 training steps, then learns the scale: time it after that phase
     brevitas = [name for name in variants if name.startswith("brevitas")]
     warmups = {name: math.ceil(BREVITAS_STATS_STEPS / steps) + 1 for name in brevitas}
-    result = _median_rounds(variants, config.repeats, config.seed + hidden, warmups)
+    result = median_rounds(variants, config.repeats, config.seed + hidden, warmups)
     data_s = statistics.median(data_path_seconds(X, y, config.batch_size, steps, config.seed + i)
                                for i in range(config.repeats + 1))
     ours = result["ours"]["median_s"]
@@ -289,10 +292,16 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
     log(f"one copy of X: {copy_s * 1e3:.2f} ms")
     for result in results:
         result["data_path_over_copy"] = result["data_path_s"] / copy_s
-    return {"config": asdict(config), "data": source, "threads": torch.get_num_threads(),
-            "sgemm_gflops": sgemm, "sgemm_gflops_after": sgemm_after, "dataset_copy_s": copy_s,
-            "results": results,
-            "goals": workload_goals(results)}
+    record = {"config": asdict(config), "data": source, "threads": torch.get_num_threads(),
+              "sgemm_gflops": sgemm, "sgemm_gflops_after": sgemm_after, "dataset_copy_s": copy_s,
+              "results": results,
+              "goals": workload_goals(results)}
+    if config.conv:
+        from coarsegrad.bench.full_quant import measure_conv
+
+        log("LeNet-5 (conv) ...")
+        record["conv"] = measure_conv(config, X, y)
+    return record
 
 
 def goal_adder(table: list[dict]) -> Callable[[str, str, dict[int, float], Callable[[float], bool]], None]:

@@ -20,21 +20,43 @@ b-bit staircase with the clipped-ReLU STE between them; the rest as
   levels are also {−s, 0, s}, with s = max|w| and threshold s/2 instead of TWN's.
 
 Goals (issue 14): ours ≤ 1.3 × float at H ≥ 512 and ≤ Brevitas.
+
+``--conv`` adds the convolutional case (:func:`measure_conv`): LeNet-5 (20-50-500, affine-free
+batch-norm) with ``QuantConv2d``/``QuantLinear`` weights and the staircase, trained by
+``train``, against the float LeNet-5 (plain ReLU) and Brevitas' ``QuantConv2d``/``QuantLinear``
++ ``QuantReLU`` LeNet-5 (:func:`~coarsegrad.bench.baselines.brevitas_quant_lenet`) in the plain
+loop, one epoch over the first :data:`CONV_ROWS` rows at batch :data:`CONV_BATCH`, the same
+rounds and paired ratios.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
-from coarsegrad.bench.baselines import PlainEpoch, brevitas_quant_mlp, float_model
-from coarsegrad.bench.epoch import BREVITAS_MISSING, BenchConfig, goal_adder, ours_epoch, time_variants
+from coarsegrad.bench.baselines import PlainEpoch, brevitas_quant_lenet, brevitas_quant_mlp, float_model
+from coarsegrad.bench.epoch import (
+    BREVITAS_MISSING,
+    BREVITAS_STATS_STEPS,
+    BenchConfig,
+    goal_adder,
+    median_rounds,
+    ours_epoch,
+    paired_ratio,
+    time_variants,
+)
 from coarsegrad.errors import ConfigError
+from coarsegrad.models.networks import LeNet5
+from coarsegrad.quant.qlayers import quantize_weights
 from coarsegrad.quant.weight_spec import GRANULARITIES, KINDS, WeightQuant
+from coarsegrad.training.loop import TrainConfig, train
 
 FLOAT_GOAL = 1.3
 """ours / float at H ≥ 512 (issue 14)."""
+CONV_ROWS = 8192
+CONV_BATCH = 128
 
 
 def parse_weights(text: str) -> WeightQuant:
@@ -97,3 +119,54 @@ def full_quant_goals(results: list[dict]) -> list[dict]:
         {h: 1.0 / r["ratios"]["brevitas_full_statistics_phase/ours"] for h, r in by_h.items()
          if "brevitas_full_statistics_phase/ours" in r["ratios"]}, lambda v: v <= 1.0)
     return table
+
+
+def measure_conv(config: BenchConfig, X: torch.Tensor, y: torch.Tensor) -> dict:
+    """The convolutional case (module docstring): medians, paired ratios to ours, skipped."""
+    spec = config.weights
+    if spec is None:
+        raise ConfigError("weights", "the fully quantized workload needs a weight spec")
+    X, y = X[:CONV_ROWS], y[:CONV_ROWS]
+    gen = torch.Generator().manual_seed(config.seed)
+    ours = quantize_weights(LeNet5(config.classes, config.bits, generator=gen), spec)
+    cfg = TrainConfig(optimizer="momentum", lr=config.lr, batch_size=CONV_BATCH, epochs=1, stop_at_perfect=False,
+                      log_every=10**9)
+    plain = lambda model: PlainEpoch(model, X, y, CONV_BATCH, config.lr, config.seed)  # noqa: E731
+    variants: dict[str, Callable[[], float]] = {
+        "ours": lambda: train(ours, X, y, cfg).seconds,
+        "float_relu": plain(LeNet5(config.classes, None, generator=torch.Generator().manual_seed(config.seed))),
+    }
+    skipped = {}
+    if config.brevitas:
+        if spec.kind == "binary":
+            skipped["brevitas_full"] = "Brevitas' integer weight quantizer has no 1-bit sign rule"
+        else:
+            model = brevitas_quant_lenet(config.classes, int(spec.bits or 0), config.bits, spec.granularity == "channel")
+            if model is None:
+                skipped["brevitas_full"] = BREVITAS_MISSING
+            else:
+                variants["brevitas_full"] = plain(model)
+    steps = math.ceil(X.shape[0] / CONV_BATCH)
+    warmups = {"brevitas_full": math.ceil(BREVITAS_STATS_STEPS / steps) + 1}
+    result = median_rounds(variants, config.repeats, config.seed, warmups)
+    t = {name: r["times_s"] for name, r in result.items()}
+    return {"model": "lenet5", "rows": int(X.shape[0]), "batch": CONV_BATCH,
+            "medians_s": {name: r["median_s"] for name, r in result.items()},
+            "ratios": {f"ours/{name}": paired_ratio(t["ours"], t[name]) for name in t if name != "ours"},
+            "skipped": skipped}
+
+
+def format_conv(conv: dict) -> str:
+    """The convolutional case as a Markdown table."""
+    lines = [f"LeNet-5 (conv), one epoch over {conv['rows']} rows, batch {conv['batch']}:", "",
+             "| variant | median s | ours ÷ variant |", "| --- | --- | --- |"]
+    for name, seconds in conv["medians_s"].items():
+        ratio = "1" if name == "ours" else f"{conv['ratios'][f'ours/{name}']:.3g}"
+        lines.append(f"| {CONV_LABELS.get(name, name)} | {seconds:.3g} | {ratio} |")
+    lines += [f"| {CONV_LABELS.get(name, name)} | skipped: {why} | — |" for name, why in conv["skipped"].items()]
+    return "\n".join(lines)
+
+
+CONV_LABELS = {"ours": "coarsegrad train, LeNet-5 QuantConv2d/QuantLinear + QuantReLU",
+               "float_relu": "plain PyTorch LeNet-5, float ReLU",
+               "brevitas_full": "Brevitas LeNet-5 QuantConv2d/QuantLinear + QuantReLU (after its statistics phase)"}

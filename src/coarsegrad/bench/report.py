@@ -131,4 +131,13 @@ def format_markdown(record: dict) -> str:
         f"({record['data']} data). Seconds are medians of {cfg['repeats']} rounds (each variant once per "
         "round, in a shuffled order) after a warm-up epoch, training loop only; a ratio is the median "
         "over rounds of the two variants' times in the same round.", "",
-        format_table(record), ""])
+        format_table(record), "", *conv_section(record)])
+
+
+def conv_section(record: dict) -> list[str]:
+    """The convolutional case's table (``bench --weights --conv``), or nothing."""
+    if not record.get("conv"):
+        return []
+    from coarsegrad.bench.full_quant import format_conv
+
+    return [format_conv(record["conv"]), ""]

@@ -39,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--weights", default=None, metavar="KIND[:BITS][:GRANULARITY]",
                    help="fully quantized workload: QuantLinear weights (e.g. uniform:4, ternary, binary:channel; "
                         "method ste) against float and Brevitas QuantLinear + QuantReLU")
+    p.add_argument("--conv", action="store_true",
+                   help="with --weights: also time LeNet-5 (QuantConv2d) against float and Brevitas")
     p.add_argument("--synthetic-only", action="store_true",
                    help="only the synthetic full-batch step against a plain PyTorch loop (1 and 2 threads)")
     p.add_argument("--inference", nargs="+", default=None, metavar="RUN_DIR",
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         _write(args, record, text)
         return 0
     base = QUICK if args.quick else BenchConfig()
-    changes: dict[str, Any] = {"brevitas": not args.no_brevitas}
+    changes: dict[str, Any] = {"brevitas": not args.no_brevitas, "conv": args.conv}
     if args.weights is not None:
         from coarsegrad.bench.full_quant import parse_weights
 
@@ -84,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
     epoch_record = EpochBenchRecord.from_dict(json.loads(json.dumps(raw)), "bench record")
     synthetic_text = "" if raw["synthetic"] is None else format_synthetic(raw["synthetic"])
     print(format_table(raw))
+    if raw.get("conv"):
+        from coarsegrad.bench.full_quant import format_conv
+
+        print()
+        print(format_conv(raw["conv"]))
     print()
     print(synthetic_text)
     print(format_machine(raw))

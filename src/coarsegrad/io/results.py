@@ -175,6 +175,7 @@ class EpochBenchRecord(_Record):
     loadavg_after: list[float] | None
     dataset_copy_s: float | None = None
     synthetic: dict[str, Any] | None = None  # the synthetic full-batch step against a plain loop
+    conv: dict[str, Any] | None = None  # bench --weights --conv: LeNet-5 against float and Brevitas
     schema_version: int = SCHEMA_VERSION
 
 
