@@ -35,6 +35,7 @@ import math
 from typing import Callable
 
 import torch
+from torch import nn
 
 from coarsegrad.bench.baselines import PlainEpoch, brevitas_quant_lenet, brevitas_quant_mlp, float_model
 from coarsegrad.bench.epoch import (
@@ -80,6 +81,23 @@ def parse_weights(text: str) -> WeightQuant:
         raise ConfigError("weights", f"{text!r}: {exc}") from None
 
 
+def _add_brevitas(config: BenchConfig, spec: WeightQuant, variants: dict[str, Callable[[], float]],
+                  plain: Callable[[nn.Module], Callable[[], float]],
+                  build: Callable[[int, bool], nn.Module | None]) -> dict[str, str]:
+    """Add Brevitas' fully quantized baseline ``brevitas_full`` (``build(weight_bits, per_channel)``)
+    to ``variants`` in the plain loop; return the reasons it was skipped (binary weights: no
+    1-bit sign rule in Brevitas' integer quantizer; Brevitas not installed)."""
+    if not config.brevitas:
+        return {}
+    if spec.kind == "binary":
+        return {"brevitas_full": "Brevitas' integer weight quantizer has no 1-bit sign rule"}
+    model = build(int(spec.bits or 0), spec.granularity == "channel")
+    if model is None:
+        return {"brevitas_full": BREVITAS_MISSING}
+    variants["brevitas_full"] = plain(model)
+    return {}
+
+
 def measure_full_quant(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hidden: int) -> dict:
     """Every variant of the module docstring at one H (``config.weights`` set)."""
     spec = config.weights
@@ -91,17 +109,8 @@ def measure_full_quant(config: BenchConfig, X: torch.Tensor, y: torch.Tensor, hi
         "ours_float_weights": ours_epoch(config, X, y, hidden),
         "float_relu": plain(float_model(X.shape[1], hidden, config.classes, config.seed)),
     }
-    skipped = {}
-    if config.brevitas:
-        if spec.kind == "binary":
-            skipped["brevitas_full"] = "Brevitas' integer weight quantizer has no 1-bit sign rule"
-        else:
-            model = brevitas_quant_mlp(X.shape[1], hidden, config.classes, config.seed, int(spec.bits or 0),
-                                       config.bits, spec.granularity == "channel")
-            if model is None:
-                skipped["brevitas_full"] = BREVITAS_MISSING
-            else:
-                variants["brevitas_full"] = plain(model)
+    skipped = _add_brevitas(config, spec, variants, plain, lambda b, c: brevitas_quant_mlp(
+        X.shape[1], hidden, config.classes, config.seed, b, config.bits, c))
     return time_variants(config, X, y, hidden, variants, skipped)
 
 
@@ -136,16 +145,8 @@ def measure_conv(config: BenchConfig, X: torch.Tensor, y: torch.Tensor) -> dict:
         "ours": lambda: train(ours, X, y, cfg).seconds,
         "float_relu": plain(LeNet5(config.classes, None, generator=torch.Generator().manual_seed(config.seed))),
     }
-    skipped = {}
-    if config.brevitas:
-        if spec.kind == "binary":
-            skipped["brevitas_full"] = "Brevitas' integer weight quantizer has no 1-bit sign rule"
-        else:
-            model = brevitas_quant_lenet(config.classes, int(spec.bits or 0), config.bits, spec.granularity == "channel")
-            if model is None:
-                skipped["brevitas_full"] = BREVITAS_MISSING
-            else:
-                variants["brevitas_full"] = plain(model)
+    skipped = _add_brevitas(config, spec, variants, plain,
+                            lambda b, c: brevitas_quant_lenet(config.classes, b, config.bits, c))
     steps = math.ceil(X.shape[0] / CONV_BATCH)
     warmups = {"brevitas_full": math.ceil(BREVITAS_STATS_STEPS / steps) + 1}
     result = median_rounds(variants, config.repeats, config.seed, warmups)
