@@ -103,11 +103,11 @@ def _export_quantized(args: argparse.Namespace, artifact: Any, header: dict[str,
                           "integer-only without it")
     from coarsegrad.export.artifacts import HEADER_PROP, resolve_model_file, scalar_normalization
     from coarsegrad.export.qmodel import float32_bytes, to_quantized
-    from coarsegrad.export.qmodel_io import packed_tensors, save_quantized
+    from coarsegrad.export.qmodel_io import packed_bytes, save_quantized
     from coarsegrad.io.records import atomic_write_bytes
 
     qm = to_quantized(artifact.model, scalar_normalization(header))
-    packed = sum(int(t.nbytes) for t in packed_tensors(qm).values())
+    packed = packed_bytes(qm)
     full = float32_bytes(artifact.model)
     header = {**header, "deployed_size": {"packed_bytes": packed, "float32_bytes": full}}
     base = resolve_model_file(args.run_dir).parent

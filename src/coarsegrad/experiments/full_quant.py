@@ -286,7 +286,8 @@ def deployment(records: list[dict[str, Any]], data_dir: str | None = None, repea
     import torch
 
     from coarsegrad.data.datasets import load_dataset
-    from coarsegrad.export.qmodel import deployed_size, images_per_second, to_quantized
+    from coarsegrad.export.qmodel import float32_bytes, images_per_second, to_quantized
+    from coarsegrad.export.qmodel_io import packed_bytes
     from coarsegrad.quant.convert import freeze_learned
 
     rows: list[dict[str, Any]] = []
@@ -303,7 +304,7 @@ def deployment(records: list[dict[str, Any]], data_dir: str | None = None, repea
         x = torch.from_numpy(p).float().div_(255.0).sub_(mean).div_(std).numpy()
         with torch.no_grad():
             torch_ips = images_per_second(lambda a, m=model: m(torch.from_numpy(a)), x, repeats)
-        packed, full = deployed_size(model)
+        packed, full = packed_bytes(engine), float32_bytes(model)  # deployed_size, without converting again
         weights, method, step = row_label(r)
         rows.append({"model": r["model"], "dataset": r["dataset"], "weights": weights, "method": method, "step": step,
                      "act": r["bits"], "packed_bytes": packed, "float32_bytes": full,

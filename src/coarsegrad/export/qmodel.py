@@ -379,10 +379,9 @@ def deployed_size(model: nn.Module) -> tuple[int, int]:
     its packed integer form (:func:`coarsegrad.export.qmodel_io.packed_tensors`: codes at their
     bit width, thresholds, last-layer scale and bias) and of its float32 eval state
     (:func:`float32_bytes`)."""
-    from coarsegrad.export.qmodel_io import packed_tensors
+    from coarsegrad.export.qmodel_io import packed_bytes
 
-    tensors = packed_tensors(to_quantized(model, (0.0, 1.0)))
-    return sum(int(t.nbytes) for t in tensors.values()), float32_bytes(model)
+    return packed_bytes(to_quantized(model, (0.0, 1.0))), float32_bytes(model)
 
 
 def images_per_second(run: Any, x: np.ndarray, repeats: int = 3) -> float:

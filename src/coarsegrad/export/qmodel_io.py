@@ -64,6 +64,11 @@ def packed_tensors(model: QuantizedModel) -> dict[str, np.ndarray]:
     return out
 
 
+def packed_bytes(model: QuantizedModel) -> int:
+    """The bytes of :func:`packed_tensors` (codes, thresholds, last-layer scale and bias)."""
+    return sum(int(t.nbytes) for t in packed_tensors(model).values())
+
+
 def save_quantized(path: str | Path, model: QuantizedModel, header: Mapping[str, Any] | None = None) -> Path:
     """Atomically write ``model`` to ``path``; ``header``: JSON-able provenance (the checkpoint header)."""
     meta = {"format": QMODEL_KEY, "version": VERSION, "architecture": model.architecture,
