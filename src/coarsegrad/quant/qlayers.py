@@ -16,8 +16,8 @@ starting at s₀ = 2·mean|w|/√M of the weights it is made with (``from_float`
 ones); N = the weights sharing one step. The forward is
 :func:`~coarsegrad.quant.learned.lsq_quantize` in w's dtype; it equals Q(w) = scales·codes
 of :func:`~coarsegrad.quant.weights.weight_codes` exactly (both take w/s in w's dtype).
-The step is not kept positive per step (no host sync); codes from a step ≤ 0 raise
-``DataError('step')``.
+The step is not kept positive per step (no host sync); the forward is even in s, so a
+step trained below zero acts as |s| (and exports so); a zero step raises ``DataError('step')``.
 
 The gradient goes straight through the projection (and the blend) to the latent weight:
 BCGD's g(Q(w)) and BinaryRelax's ∇f(w̃) are gradients at the effective weight applied to
