@@ -72,6 +72,10 @@ def test_eager_codes_equal_numpy_oracle_at_every_threshold(dtype, bits, alpha, r
         kernel.backward(grad, h, factor)  # dσ = 1 gives m itself
         finite = ~x.isnan()
         assert torch.equal(grad[0][finite], numpy_dmu_of(quant, x)[finite])
+        # into ``out`` from a dσ that only broadcasts (a stride-0 view): the same m
+        out = torch.full_like(h, math.nan)
+        kernel.backward(torch.ones((), dtype=dtype).expand_as(h), h, factor, out=out)
+        assert torch.equal(out[0][finite], grad[0][finite])
         # the autograd function: same codes, backward = dσ·μ′ (NaN rows excepted)
         xr = x.clone().requires_grad_()
         y = cg.quantized_relu(xr, quant)

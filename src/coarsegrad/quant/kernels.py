@@ -8,6 +8,7 @@ Forward, for pre-activations h, codes c and the STE factor m:
 Backward is dh = dσ ⊙ m. NaN stays NaN in c (a diverged run still shows a NaN loss).
 Three exact paths for c, the first that applies:
 
+* ``count`` for L = 1 (2–3 passes, fewer than ``ceil``'s 3–4), else below;
 * ``ceil`` (3–4 passes): c = clip(⌈fl(fl(h/α) − o)⌉, 0, L), when :func:`ceil_is_exact`
   proves it for this (spec, dtype, device) — b = 2 with the default α on the CPU is such
   a case;
@@ -87,7 +88,7 @@ def _backward_mode(ste: STE, keeps_h: bool, keeps_sign: bool) -> str | None:
 
 @functools.lru_cache(maxsize=256)
 def _plan(quant: ActQuant, dtype: torch.dtype, device: str) -> str:
-    if not kernel_alpha_ok(quant, dtype):
+    if quant.levels == 1 or not kernel_alpha_ok(quant, dtype):
         return "count"
     if ceil_is_exact(quant, dtype, device):
         return "ceil"
@@ -163,16 +164,22 @@ class EagerQuantizer:
             torch.add(codes, offset, out=scratch).mul_(alpha)  # t_{c₁}
             codes.add_(torch.lt(scratch, u, out=scratch))
 
-    def backward(self, grad: torch.Tensor, h: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
-        """dh = dσ ⊙ m, in place in ``grad``; ``h`` as :meth:`forward` left it (a bool m
-        is read as uint8: same bytes, a faster kernel)."""
+    def backward(self, grad: torch.Tensor, h: torch.Tensor, factor: torch.Tensor | None,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """dh = dσ ⊙ m into ``out`` (default: in place in ``grad``; ``grad`` may then be
+        any view that broadcasts to h, e.g. a per-class dσ expanded over units, which
+        saves writing it out first); ``h`` as :meth:`forward` left it (a bool m is read as
+        uint8: same bytes, a faster kernel)."""
+        out = grad if out is None else out
         if factor is not None:
-            return grad.mul_(factor.view(torch.uint8) if factor.dtype == torch.bool else factor)
+            return torch.mul(grad, factor.view(torch.uint8) if factor.dtype == torch.bool else factor, out=out)
         if self.mode == "threshold":  # grad where h > 0, else 0
-            torch.ops.aten.threshold_backward.grad_input(grad, h, 0.0, grad_input=grad)
+            torch.ops.aten.threshold_backward.grad_input(grad, h, 0.0, grad_input=out)
         elif self.mode == "hardtanh":  # grad where 0 < h < q⁺, else 0
-            torch.ops.aten.hardtanh_backward.grad_input(grad, h, 0.0, self.q_above, grad_input=grad)
-        return grad  # identity: m = 1
+            torch.ops.aten.hardtanh_backward.grad_input(grad, h, 0.0, self.q_above, grad_input=out)
+        elif out is not grad:  # identity: m = 1
+            out.copy_(grad)
+        return out
 
     def grad_input(self, grad: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
         """dh = dσ ⊙ m out of place (autograd): ``saved`` is h for a fused mode, else m."""
