@@ -21,7 +21,7 @@ import coarsegrad as cg
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.models.networks import TwoLayerNet
 from coarsegrad.quant.spec import ActQuant
-from coarsegrad.training.batched import train_batched
+from coarsegrad.training.batched import row_basis, train_batched
 from coarsegrad.training.loop import TrainConfig, train
 from oracles import numpy_mu
 
@@ -57,6 +57,33 @@ def test_every_run_follows_its_own_train_trajectory(rounding, block_runs):
         assert result.loss[i] == pytest.approx(history.loss[-1], rel=1e-12)
         assert result.perfect_step[i] == history.perfect_step
         assert result.steps_run[i] == steps and result.diverged_step[i] is None
+
+
+@pytest.mark.parametrize("rounding", ["ceil", "nearest"])
+def test_low_rank_data_trains_in_its_subspace_on_the_same_trajectory(rounding):
+    # rows projected onto a 9-dim subspace of R^12 in float64: rank 9 up to float64
+    # rounding, so the batched program trains in 9 coordinates (row_basis) while train
+    # works in all 12; the tolerance argument of the module docstring holds unchanged
+    gen = torch.Generator().manual_seed(7)
+    B = torch.linalg.qr(torch.randn(12, 9, dtype=torch.float64, generator=gen)).Q
+    cases = []
+    for ste in STES:
+        for bits in (1, 2, 4):
+            for seed, kind in ((0, "pairs"), (1, "iid")):
+                X, y, net = problem(seed, bits, ste, kind, rounding=rounding)
+                cases.append((X @ B @ B.t(), y, net))
+    basis = row_basis(torch.stack([c[0] for c in cases]))
+    assert basis is not None and basis.shape == (len(cases), 12, 9)
+    assert row_basis(torch.stack([problem(0, 2, "relu")[0]])) is None  # full-rank float64 rows
+    steps = 40
+    result = run_batched(cases, steps, stop_at_perfect=False)
+    for i, (X, y, net) in enumerate(cases):
+        W0 = net.W.detach().clone()
+        history = train(net, X, y, TrainConfig(lr=1.0, steps=steps, log_every=1, stop_at_perfect=False))
+        torch.testing.assert_close(result.weights[i], net.W.detach(), atol=ATOL, rtol=0)
+        assert not torch.equal(result.weights[i], W0)
+        assert result.train_acc[i] == history.train_acc[-1]
+        assert result.perfect_step[i] == history.perfect_step
 
 
 def test_runs_stop_at_their_first_perfect_step_like_train():

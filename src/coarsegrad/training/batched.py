@@ -35,6 +35,22 @@ the first halves, h(−x) = −h(x) exactly (negation commutes with every roundi
 the forward product halves with the same bits. The per-class sum of codes is exact
 in floating point, so o = α·S can differ from train's float matmul σVᵀ by rounding
 only, which matters only when two classes tie exactly (see tests/training/test_batched.py).
+
+Runs with μ′ ≡ 1 (identity) move every unit of a class alike, W_u = W₀,u − D_{class(u)}
+with D = Σ_t g_t X, so h = H₀ − (DXᵀ)[class(u)] with H₀ = W₀Xᵀ fixed. Their codes are
+taken in units of α: c = clip(⌈H̃₀ − DXᵀ/α⌉, 0, L) with H̃₀ = H₀/α − o precomputed, which
+is #{j < L : h > (j + o)α} in exact arithmetic (no division per element, and one op
+per pass for every identity run of a block, whatever its quantizer; only the clip to
+L goes by runs of equal L). In floating point it differs from c(fl(W x)) only where a
+pre-activation lies within rounding of a threshold, as every reordering here does.
+
+Low-rank data. When the rows of every run's X lie in an r < d dimensional subspace
+(:func:`row_basis`: numerical rank, and a residual below the rounding of a length-d
+dot product), the runs train in those coordinates: X̂ = XQ, Ŵ = WQ (Q [d, r]
+orthonormal). Every gradient Σ_n dh_n x_n lies in that subspace and h = Ŵ X̂ᵀ, so
+the trajectory is the same up to rounding and the products shrink by d/r; the result
+is W = W₀ + (Ŵ − Ŵ₀)Qᵀ. The synthetic table's data (4 classes in 5-dim subspaces of
+R^40) has r = 20.
 """
 
 from __future__ import annotations
@@ -105,11 +121,11 @@ class _Block:
         half = Xr.new_empty(runs, 0, d)  # the same shape in every block, so blocks merge
         if Xr.shape[1] % (2 * classes) == 0:
             half = Xr.view(runs, classes, 2, -1, d)[:, :, 0].reshape(runs, -1, d)
-        # H₀ = W₀Xᵀ for the runs with μ′ ≡ 1 (zeros for the others: never read)
+        # H̃₀ = W₀Xᵀ/α − o for the runs with μ′ ≡ 1 (zeros for the others: never read)
         H0 = Xr.new_zeros(runs, W.shape[1], Xr.shape[1])
         for r, kernel in enumerate(kernels):
             if kernel.mode == "all":
-                torch.mm(Wr[r], Xr[r].t(), out=H0[r])
+                torch.mm(Wr[r], Xr[r].t(), out=H0[r]).div_(kernel.alpha).sub_(kernel.offset)
         rows = {"ids": ids, "X": Xr, "Xt": Xr.transpose(1, 2).contiguous(), "Xhalf": half.contiguous(),
                 "Xhalf_t": half.transpose(1, 2).contiguous(), "y": y[ids].contiguous(), "W": Wr, "H0": H0,
                 "D": Xr.new_zeros(runs, classes, d), "lr": lr[ids],
@@ -121,30 +137,33 @@ class _Block:
         return cls(rows, kernels, mirrored, units)
 
     def _segment(self) -> None:
-        """segments: (kernel, start, stop, mirrored) of maximal equal runs; ``split``:
-        the first run with μ′ ≡ 1 (those come last)."""
+        """``split``: the first run with μ′ ≡ 1 (those come last); ``segments``: (kernel,
+        start, stop, mirrored) of maximal equal runs before it; ``clips``: (L, start, stop)
+        of maximal runs of equal L from it on, counted from ``split``."""
+        self.split = next((r for r, k in enumerate(self.kernels) if k.mode == "all"), len(self.kernels))
         self.segments: list[tuple[EagerQuantizer, int, int, bool]] = []
-        for r, (kernel, mirrored) in enumerate(zip(self.kernels, self.mirrored, strict=True)):
+        for r, (kernel, mirrored) in enumerate(zip(self.kernels[:self.split], self.mirrored[:self.split], strict=True)):
             last = self.segments[-1] if self.segments else None
             if last is not None and last[0] is kernel and last[3] == mirrored:
                 self.segments[-1] = (kernel, last[1], r + 1, mirrored)
             else:
                 self.segments.append((kernel, r, r + 1, mirrored))
-        self.split = next((r for r, k in enumerate(self.kernels) if k.mode == "all"), len(self.kernels))
+        self.clips: list[tuple[int, int, int]] = []
+        for r, kernel in enumerate(self.kernels[self.split:]):
+            if self.clips and self.clips[-1][0] == kernel.levels:
+                self.clips[-1] = (kernel.levels, self.clips[-1][1], r + 1)
+            else:
+                self.clips.append((kernel.levels, r, r + 1))
 
     def merge(self, other: _Block) -> _Block:
         rows = {name: torch.cat([getattr(self, name), getattr(other, name)]) for name in _ROWS}
         return _Block(rows, self.kernels + other.kernels, self.mirrored + other.mirrored, self.units)
 
     def _preactivations(self, a: int, b: int, mirrored: bool, h: torch.Tensor, half: torch.Tensor) -> None:
-        """h = W Xᵀ [runs, H, N] of runs a..b into ``h`` (module docstring: H₀ − D̃Xᵀ for μ′ ≡ 1,
-        the first halves then their negation for mirrored runs)."""
+        """h = W Xᵀ [runs, H, N] of runs a..b into ``h`` (the first halves then their
+        negation for mirrored runs)."""
         classes = self.onehot.shape[1]
-        if a >= self.split:  # μ′ ≡ 1: h = H₀ − (D Xᵀ) repeated over each class's units
-            E = torch.bmm(self.D[a:b], self.Xt[a:b])
-            torch.sub(self.H0[a:b].view(b - a, classes, self.units, -1), E.unsqueeze(2),
-                      out=h.view(b - a, classes, self.units, -1))
-        elif mirrored:  # h(−x) = −h(x): the product with the first halves, then its negation
+        if mirrored:  # h(−x) = −h(x): the product with the first halves, then its negation
             p = torch.bmm(self.W[a:b], self.Xhalf_t[a:b], out=half)
             p, v = p.view(b - a, -1, classes, 1, p.shape[2] // classes), h.view(b - a, h.shape[1], classes, 2, -1)
             v[:, :, :, :1].copy_(p)
@@ -152,18 +171,33 @@ class _Block:
         else:
             torch.bmm(self.W[a:b], self.Xt[a:b], out=h)
 
+    def _identity_sums(self, h: torch.Tensor, sums: torch.Tensor) -> None:
+        """S of the runs with μ′ ≡ 1 (module docstring): c = clip(⌈H̃₀ − DXᵀ/α⌉, 0, L) in
+        ``h`` (their rows of the buffer), summed over each class's units into ``sums``."""
+        s, classes, n = self.split, self.onehot.shape[1], self.X.shape[1]
+        E = torch.bmm(self.D[s:], self.Xt[s:]).div_(self.alpha[s:])  # [runs, K, N]
+        v = h.view(-1, classes, self.units, n)
+        torch.sub(self.H0[s:].view_as(v), E.unsqueeze(2), out=v).ceil_()
+        for levels, a, b in self.clips:
+            v[a:b].clamp_(0.0, float(levels))
+        torch.sum(v, 2, out=sums)
+
     def step(self, t: int, stop_at_perfect: bool, out: BatchedResult, work: list[torch.Tensor]) -> bool:
         """Step ``t`` of every run in the block (evaluate, then update the runs that go on);
         record and drop the runs that stop; False when none is left. ``work``: five
         [≥ runs, H, N] buffers and one [≥ runs, H, N/2] shared by the blocks."""
-        runs, n, classes = self.X.shape[0], self.X.shape[1], self.onehot.shape[1]
+        runs, n, classes, s = self.X.shape[0], self.X.shape[1], self.onehot.shape[1], self.split
         h, codes, scratch, dh, factor, half = (w[:runs] for w in work)
         factors: list[torch.Tensor | None] = []
         for kernel, a, b, mirrored in self.segments:
             self._preactivations(a, b, mirrored, h[a:b], half[a:b])
             factors.append(_factor(kernel, h[a:b], factor[a:b]))  # before the kernel may clamp h
             kernel.forward(h[a:b], codes[a:b], scratch[a:b], need_factor=False)
-        sums = codes.view(runs, classes, self.units, n).sum(2)  # [runs, K, N]: exact integer sums
+        sums = self.X.new_empty(runs, classes, n)  # [runs, K, N]: exact integer sums
+        if s:
+            torch.sum(codes[:s].view(s, classes, self.units, n), 2, out=sums[:s])
+        if s < runs:
+            self._identity_sums(h[s:], sums[s:])
         logp = torch.log_softmax(sums * self.alpha, 1)
         self.loss = -(logp * self.onehot).sum(1).mean(-1, dtype=torch.float64)
         # argmax with ties to the lower class, as torch.argmax (slow over a dim of 4): the
@@ -178,13 +212,10 @@ class _Block:
         if finished:
             self.finish(done, t, out)  # their weights before this step's update, which is wasted on them
         g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))  # [runs, K, N]
-        s = self.split
-        if s:
-            dh[:s].view(s, classes, self.units, n).copy_(g[:s].unsqueeze(2).expand(-1, -1, self.units, -1))
         for (kernel, a, b, mirrored), m in zip(self.segments, factors, strict=True):
-            if a >= s:
-                break
-            kernel.backward(dh[a:b], h[a:b], m)
+            shape = (b - a, classes, self.units, n)  # dσ = g of the unit's class: a stride-0 view
+            kernel.backward(g[a:b].unsqueeze(2).expand(shape), h[a:b].view(shape),
+                            None if m is None else m.view(shape), out=dh[a:b].view(shape))
             if mirrored:  # Σ_n dh_n x_n over pairs (x, −x): (dh(x) − dh(−x))·x over the first halves
                 v = dh[a:b].view(b - a, -1, classes, 2, n // (2 * classes))
                 diff = torch.sub(v[:, :, :, 0], v[:, :, :, 1], out=half[a:b].view(b - a, -1, classes, n // (2 * classes)))
@@ -263,14 +294,22 @@ def train_batched(
     ``steps`` updates each. The dtype of X (float32 or float64) is the compute dtype."""
     runs = _check_inputs(X, y, W, quants, lr, steps, num_classes, block_runs)
     units = W.shape[1] // num_classes
+    W0 = W.detach()
+    mirrored = mirrored_runs(X, num_classes)
+    basis = row_basis(X)
+    if basis is not None:  # train in the coordinates of the rows' subspace (module docstring)
+        X, W = _reduce(X, basis, mirrored, num_classes), (W0.double() @ basis).to(X.dtype)
     result = BatchedResult([None] * runs, [steps] * runs, [0.0] * runs, [math.nan] * runs, [None] * runs,
                            W.detach().clone())
     rates = torch.tensor(lr, dtype=X.dtype)
     order = list(dict.fromkeys(quants))
     kernels = {q: EagerQuantizer(q, X.dtype) for q in order}
-    mirrored = mirrored_runs(X, num_classes)
-    ranked = sorted(range(runs), key=lambda r: (kernels[quants[r]].mode == "all", order.index(quants[r]),
-                                                 not mirrored[r], r))
+
+    def rank(r: int) -> tuple[bool, int, int, bool, int]:  # μ′ ≡ 1 last, grouped by L
+        k = kernels[quants[r]]
+        return k.mode == "all", k.levels if k.mode == "all" else 0, order.index(quants[r]), not mirrored[r], r
+
+    ranked = sorted(range(runs), key=rank)
     blocks = [_Block.start(X, y, W, torch.tensor(chunk), rates, [kernels[quants[r]] for r in chunk],
                            [mirrored[r] for r in chunk], units)
               for chunk in (ranked[i:i + block_runs] for i in range(0, runs, block_runs))]
@@ -285,7 +324,43 @@ def train_batched(
                 blocks = _pack(blocks, block_runs)
         for b in blocks:
             b.finish(torch.ones(b.ids.numel(), dtype=torch.bool), steps, result)
+    if basis is not None:  # W = W₀ + (Ŵ − Ŵ₀)Qᵀ: W₀ itself for a run that never moved
+        moved = result.weights.double() - W.double()
+        result.weights = (W0.double() + moved @ basis.transpose(1, 2)).to(W0.dtype)
     return result
+
+
+def row_basis(X: torch.Tensor) -> torch.Tensor | None:
+    """Q [R, d, r] with orthonormal columns spanning every run's rows up to rounding, when
+    r < d; else None. r is the largest numerical rank over the runs (singular values
+    above σ₁·max(N, d)·ε, as ``numpy.linalg.matrix_rank``), and Q is used only when
+    every row's residual ‖x − QQᵀx‖ is at most d·ε·max‖x‖: dropping it then moves a
+    pre-activation w·x by no more than the rounding bound of the length-d dot product
+    itself (ε of X's dtype; SVD in float64)."""
+    runs, n, d = X.shape
+    if n == 0 or d < 2 or not bool(torch.isfinite(X).all()):
+        return None
+    X64 = X.double()
+    _, sv, vh = torch.linalg.svd(X64, full_matrices=False)
+    eps = torch.finfo(X.dtype).eps
+    r = int((sv > sv[:, :1] * max(n, d) * eps).sum(1).max())
+    if r == 0 or r >= d:
+        return None
+    Q = vh[:, :r].transpose(1, 2)
+    residual = (X64 - X64 @ Q @ Q.transpose(1, 2)).norm(dim=2).amax()
+    return Q if float(residual) <= d * eps * float(X64.norm(dim=2).amax()) else None
+
+
+def _reduce(X: torch.Tensor, basis: torch.Tensor, mirrored: list[bool], num_classes: int) -> torch.Tensor:
+    """X̂ = XQ in X's dtype, with a mirrored run's second halves set to exactly minus its
+    first (the product may round x and −x differently)."""
+    Xr = (X.double() @ basis).to(X.dtype)
+    if any(mirrored):
+        runs, n, r = Xr.shape
+        v = Xr.view(runs, num_classes, 2, n // (2 * num_classes), r)
+        for i in (i for i, m in enumerate(mirrored) if m):
+            torch.neg(v[i, :, 0], out=v[i, :, 1])
+    return Xr
 
 
 def _pack(blocks: list[_Block], block_runs: int) -> list[_Block]:
