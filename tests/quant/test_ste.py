@@ -113,6 +113,35 @@ def test_pieces_with_closed_and_open_ends():
         Piece(0.0, 2.0)
 
 
+def where_reference(pieces, x, q):
+    """μ′ the plain way: a torch.where over each piece's bool mask, zeros elsewhere."""
+    out = torch.zeros_like(x)
+    for p in pieces:
+        out = torch.where(p.mask(x, q), p.value(x, q) if callable(p.value) else float(p.value), out)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("q", [1e-3, 0.3, 1.9533, 3.7])
+def test_select_free_derivative_equals_the_where_reference(dtype, q):
+    from coarsegrad.quant.ste import BUILTIN_STES, Piece
+    gen = torch.Generator().manual_seed(3)
+    ends = torch.tensor([0.0, q, 2 * q, -q, q / 2], dtype=dtype)
+    inf = torch.tensor(np.inf, dtype=dtype)
+    x = torch.cat([torch.randn(4000, generator=gen, dtype=dtype) * 2 * q, ends, torch.nextafter(ends, inf),
+                   torch.nextafter(ends, -inf), torch.tensor([np.inf, -np.inf, -0.0], dtype=dtype)])
+    cases = [ste.pieces for ste in BUILTIN_STES.values()]
+    cases += [(Piece(0.0, 1.0, 2.0), Piece(1.0, np.inf, -0.5)),  # constants other than 1
+              (Piece(-np.inf, 0.0, 0.25, hi_closed=False), Piece(0.0, 1.0, lambda x, q: x / q, lo_closed=True)),
+              (Piece(0.0, 1.0, lambda x, q: 1.0 / x),),  # infinite at its end 0: the torch.where fallback
+              (Piece(1.0, np.inf, lambda x, q: 1.0 / (x - x.new_tensor(q / 2))),)]  # infinite off the piece
+    assert torch.isinf(1.0 / (x - x.new_tensor(q / 2))).any()  # ... at x = q/2, which the clip avoids
+    for pieces in cases:
+        got = cg.STE("s", pieces=pieces).derivative(x, q)
+        assert torch.equal(got, where_reference(pieces, x, q))
+        assert got.dtype == dtype
+
+
 def test_module_docstring_table_is_the_rendered_table():
     import coarsegrad.quant.ste as ste_module
 

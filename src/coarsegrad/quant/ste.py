@@ -24,6 +24,7 @@ lab's intervals (:meth:`STE.interval`) and the table above are all derived from 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Union
@@ -94,6 +95,35 @@ class Piece:
             return torch.ones_like(x, dtype=torch.bool)
         return sides[0] if len(sides) == 1 else sides[0].logical_and_(sides[1])
 
+    def ones(self, x: torch.Tensor, q: float) -> torch.Tensor:
+        """1 on this piece, 0 off it (and at NaN), as ``x``'s dtype: comparisons that write
+        floats, several times faster than a bool mask and a conversion."""
+        lo, hi = _bound(self.lo, q), _bound(self.hi, q)
+        out = None
+        if math.isfinite(lo):
+            out = (torch.ge if self.lo_closed else torch.gt)(x, lo, out=torch.empty_like(x))
+        if math.isfinite(hi):
+            side = (torch.le if self.hi_closed else torch.lt)(x, hi, out=torch.empty_like(x))
+            out = side if out is None else out.mul_(side)
+        return torch.ones_like(x) if out is None else out
+
+    def term(self, x: torch.Tensor, q: float) -> torch.Tensor | None:
+        """value(x)·1{x on the piece} without a select: value(clip(x, lo, hi))·ones(x),
+        equal to it wherever x is not NaN (on the piece clip(x) = x; off it value is
+        taken at an end and multiplied by 0). None when value is not finite at a finite
+        end (then 0·value would not be 0) or is a non-finite constant."""
+        if not callable(self.value):
+            v = float(self.value)
+            if not math.isfinite(v):
+                return None
+            ones = self.ones(x, q)
+            return ones if v == 1.0 else ones.mul_(v)
+        if not _finite_at_ends(self, q, x.dtype):
+            return None
+        lo, hi = _bound(self.lo, q), _bound(self.hi, q)
+        clipped = torch.clamp(x, lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
+        return torch.mul(self.value(clipped, q), self.ones(x, q))
+
     def condition(self) -> str:
         """The piece as a condition on x, e.g. ``0 < x ≤ q``."""
         lo, hi = self.lo, self.hi
@@ -139,16 +169,17 @@ class STE:
         if self.pieces is None:
             assert self.user_derivative is not None
             return self.user_derivative(x, q)
+        # Σ over the (disjoint) pieces of value·1{piece} (Piece.term, no select: 4–5× faster
+        # than torch.where over a bool mask here, the same numbers off NaN); a piece whose
+        # value is not finite at an end goes through torch.where
         out = None
         for piece in self.pieces:
-            if out is None and not callable(piece.value) and 0.0 < float(piece.value) < math.inf:
-                # the first piece over zeros: value·1{mask}, the same numbers as where (5–10× faster here)
-                out = piece.mask(x, q).to(x.dtype).mul_(float(piece.value))
+            term = piece.term(x, q)
+            if term is not None:
+                out = term if out is None else out.add_(term)
                 continue
-            if out is None:
-                out = torch.zeros_like(x)
             value = piece.value(x, q) if callable(piece.value) else float(piece.value)
-            out = torch.where(piece.mask(x, q), value, out)
+            out = torch.where(piece.mask(x, q), value, torch.zeros_like(x) if out is None else out)
         return torch.zeros_like(x) if out is None else out
 
     @property
@@ -202,6 +233,16 @@ class STE:
         """∫_a^b μ′(t; q) dt elementwise, by 64-point Gauss–Legendre."""
         t = a.unsqueeze(-1) + (b - a).unsqueeze(-1) * _GL_NODES
         return (b - a) * (self.derivative(t, q) * _GL_WEIGHTS).sum(-1)
+
+
+@functools.lru_cache(maxsize=256)
+def _finite_at_ends(piece: Piece, q: float, dtype: torch.dtype) -> bool:
+    """True when the piece's callable value is finite at its finite ends (in ``dtype``)."""
+    ends = [b for b in (_bound(piece.lo, q), _bound(piece.hi, q)) if math.isfinite(b)]
+    if not ends:
+        return True
+    assert callable(piece.value)
+    return bool(torch.isfinite(piece.value(torch.tensor(ends, dtype=dtype), q)).all())
 
 
 def _log_tail(x: torch.Tensor, q: float) -> torch.Tensor:
