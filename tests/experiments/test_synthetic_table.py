@@ -97,7 +97,16 @@ def test_reproduce_writes_the_table(tmp_path, monkeypatch):
     monkeypatch.setitem(st.PLANS, "quick", {"steps": 5, "seeds": 1})
     monkeypatch.setattr(st, "STES", ("relu",))
     monkeypatch.setattr(st, "BITS", (1, 2))
+    from coarsegrad.experiments import reproduce as rp
+    environment, outputs_then = rp.environment, []
+
+    def spy(device):  # env.json's git commit must describe the tree before any output lands in --out
+        outputs_then.append(sorted(p.name for p in tmp_path.iterdir()))
+        return environment(device)
+
+    monkeypatch.setattr(rp, "environment", spy)
     records = reproduce(out=tmp_path, only=("synthetic-table",), progress=False, workers=1)
+    assert outputs_then == [[]]
     assert len(records) == 2 * 2 * 2  # rounding × bits × data
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == records or len(saved) == len(records)

@@ -208,6 +208,7 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = 1 if device.startswith("cuda") else workers
+    env = environment(device)  # before any output: --out may be a tracked results folder (git -dirty)
     started = time.perf_counter()
     records: list[dict] = []
 
@@ -247,7 +248,6 @@ def reproduce(full: bool = False, out: str | Path = "runs/reproduce", workers: i
             f"{dataset} full-quant")
         atomic_write_json(out / full_quant.DEPLOY_FILE, full_quant.deployment(records, data_dir))
     theory = run_theory(full, out / "theory", workers, progress, seeds, data_dir) if "theory" in only else None
-    env = environment(device)
     write_rows(out / "results.json", records)
     atomic_write_json(out / "env.json", {**env, "mode": "full" if full else "quick", "experiments": list(only),
                                          "dataset": dataset, "rounding": rounding,
