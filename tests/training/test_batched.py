@@ -72,11 +72,14 @@ def test_low_rank_data_trains_in_its_subspace_on_the_same_trajectory(rounding):
             for seed, kind in ((0, "pairs"), (1, "iid")):
                 X, y, net = problem(seed, bits, ste, kind, rounding=rounding)
                 cases.append((X @ B @ B.t(), y, net))
-    basis = row_basis(torch.stack([c[0] for c in cases]))
-    assert basis is not None and basis.shape == (len(cases), 12, 9)
-    assert row_basis(torch.stack([problem(0, 2, "relu")[0]])) is None  # full-rank float64 rows
+    assert all(row_basis(c[0]).shape == (12, 9) for c in cases)
+    full = [problem(seed, 2, ste, rounding=rounding) for seed, ste in ((5, "relu"), (6, "identity"))]
+    assert all(row_basis(c[0]) is None for c in full)  # float32 data in float64: full rank
     steps = 40
     result = run_batched(cases, steps, stop_at_perfect=False)
+    # with full-rank companions (blocks of two widths): every low-rank run unchanged, bit for bit
+    mixed = run_batched(full[:1] + cases + full[1:], steps, stop_at_perfect=False)
+    assert torch.equal(mixed.weights[1:-1], result.weights)
     for i, (X, y, net) in enumerate(cases):
         W0 = net.W.detach().clone()
         history = train(net, X, y, TrainConfig(lr=1.0, steps=steps, log_every=1, stop_at_perfect=False))

@@ -44,18 +44,19 @@ per pass for every identity run of a block, whatever its quantizer; only the cli
 L goes by runs of equal L). In floating point it differs from c(fl(W x)) only where a
 pre-activation lies within rounding of a threshold, as every reordering here does.
 
-Low-rank data. When the rows of every run's X lie in an r < d dimensional subspace
+Low-rank data. When the rows of a run's X lie in an r < d dimensional subspace
 (:func:`row_basis`: numerical rank, and a residual below the rounding of a length-d
-dot product), the runs train in those coordinates: X̂ = XQ, Ŵ = WQ (Q [d, r]
+dot product), the run trains in those coordinates: X̂ = XQ, Ŵ = WQ (Q [d, r]
 orthonormal). Every gradient Σ_n dh_n x_n lies in that subspace and h = Ŵ X̂ᵀ, so
 the trajectory is the same up to rounding and the products shrink by d/r; the result
-is W = W₀ + (Ŵ − Ŵ₀)Qᵀ. The synthetic table's data (4 classes in 5-dim subspaces of
-R^40) has r = 20.
+is W = W₀ + (Ŵ − Ŵ₀)Qᵀ. Blocks hold runs of one width. The synthetic table's data
+(4 classes in 5-dim subspaces of R^40) has r = 20.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -182,10 +183,12 @@ class _Block:
             v[a:b].clamp_(0.0, float(levels))
         torch.sum(v, 2, out=sums)
 
-    def step(self, t: int, stop_at_perfect: bool, out: BatchedResult, work: list[torch.Tensor]) -> bool:
+    def step(self, t: int, stop_at_perfect: bool, out: BatchedResult, work: list[torch.Tensor],
+             lift: Callable[[int, torch.Tensor], torch.Tensor]) -> bool:
         """Step ``t`` of every run in the block (evaluate, then update the runs that go on);
-        record and drop the runs that stop; False when none is left. ``work``: five
-        [≥ runs, H, N] buffers and one [≥ runs, H, N/2] shared by the blocks."""
+        record and drop the runs that stop (their weights mapped back by ``lift``); False
+        when none is left. ``work``: five [≥ runs, H, N] buffers and one [≥ runs, H, N/2]
+        shared by the blocks."""
         runs, n, classes, s = self.X.shape[0], self.X.shape[1], self.onehot.shape[1], self.split
         h, codes, scratch, dh, factor, half = (w[:runs] for w in work)
         factors: list[torch.Tensor | None] = []
@@ -210,7 +213,7 @@ class _Block:
             done |= self.acc == 1.0
         finished = bool(done.any())
         if finished:
-            self.finish(done, t, out)  # their weights before this step's update, which is wasted on them
+            self.finish(done, t, out, lift)  # their weights before this step's update, which is wasted on them
         g = logp.exp_().sub_(self.onehot).mul_((self.lr / n).view(runs, 1, 1))  # [runs, K, N]
         for (kernel, a, b, mirrored), m in zip(self.segments, factors, strict=True):
             shape = (b - a, classes, self.units, n)  # dσ = g of the unit's class: a stride-0 view
@@ -242,11 +245,12 @@ class _Block:
         classes = self.onehot.shape[1]
         return (self.W[r].view(classes, self.units, -1) - self.D[r].unsqueeze(1)).view_as(self.W[r])
 
-    def finish(self, done: torch.Tensor, steps_run: int, out: BatchedResult) -> None:
+    def finish(self, done: torch.Tensor, steps_run: int, out: BatchedResult,
+               lift: Callable[[int, torch.Tensor], torch.Tensor]) -> None:
         """Write the results of the runs where ``done`` (all of them after the last step)."""
         for r in done.nonzero().squeeze(1).tolist():
             run = int(self.ids[r])
-            out.weights[run] = self.weights(r)
+            out.weights[run] = lift(run, self.weights(r))
             out.steps_run[run] = steps_run
             if not math.isfinite(float(self.loss[r])):
                 out.diverged_step[run], out.train_acc[run], out.loss[run] = steps_run, 0.0, math.nan
@@ -294,81 +298,106 @@ def train_batched(
     ``steps`` updates each. The dtype of X (float32 or float64) is the compute dtype."""
     runs = _check_inputs(X, y, W, quants, lr, steps, num_classes, block_runs)
     units = W.shape[1] // num_classes
-    W0 = W.detach()
-    mirrored = mirrored_runs(X, num_classes)
-    basis = row_basis(X)
-    if basis is not None:  # train in the coordinates of the rows' subspace (module docstring)
-        X, W = _reduce(X, basis, mirrored, num_classes), (W0.double() @ basis).to(X.dtype)
     result = BatchedResult([None] * runs, [steps] * runs, [0.0] * runs, [math.nan] * runs, [None] * runs,
                            W.detach().clone())
     rates = torch.tensor(lr, dtype=X.dtype)
     order = list(dict.fromkeys(quants))
     kernels = {q: EagerQuantizer(q, X.dtype) for q in order}
+    mirrored = mirrored_runs(X, num_classes)
+    lift = _Lift(X, W.detach(), mirrored, num_classes)  # each run in its rows' subspace (module docstring)
 
-    def rank(r: int) -> tuple[bool, int, int, bool, int]:  # μ′ ≡ 1 last, grouped by L
+    def rank(r: int) -> tuple[int, bool, int, int, bool, int]:  # by width; μ′ ≡ 1 last, grouped by L
         k = kernels[quants[r]]
-        return k.mode == "all", k.levels if k.mode == "all" else 0, order.index(quants[r]), not mirrored[r], r
+        return (lift.width[r], k.mode == "all", k.levels if k.mode == "all" else 0, order.index(quants[r]),
+                not mirrored[r], r)
 
     ranked = sorted(range(runs), key=rank)
-    blocks = [_Block.start(X, y, W, torch.tensor(chunk), rates, [kernels[quants[r]] for r in chunk],
-                           [mirrored[r] for r in chunk], units)
-              for chunk in (ranked[i:i + block_runs] for i in range(0, runs, block_runs))]
+    blocks = []
+    for w in sorted(set(lift.width)):
+        group = [r for r in ranked if lift.width[r] == w]
+        Xw, Ww = lift.inputs(w)
+        blocks += [_Block.start(Xw, y, Ww, torch.tensor(chunk), rates, [kernels[quants[r]] for r in chunk],
+                                [mirrored[r] for r in chunk], units)
+                   for chunk in (group[i:i + block_runs] for i in range(0, len(group), block_runs))]
     width = min(block_runs, runs)
     work = [torch.empty(width, W.shape[1], X.shape[1], dtype=X.dtype) for _ in range(5)]
     work.append(torch.empty(width, W.shape[1], X.shape[1] // 2, dtype=X.dtype))
     with torch.no_grad():
         for t in range(steps):
             before = len(blocks), [b.X.shape[0] for b in blocks]
-            blocks = [b for b in blocks if b.step(t, stop_at_perfect, result, work)]
+            blocks = [b for b in blocks if b.step(t, stop_at_perfect, result, work, lift)]
             if (len(blocks), [b.X.shape[0] for b in blocks]) != before:
                 blocks = _pack(blocks, block_runs)
         for b in blocks:
-            b.finish(torch.ones(b.ids.numel(), dtype=torch.bool), steps, result)
-    if basis is not None:  # W = W₀ + (Ŵ − Ŵ₀)Qᵀ: W₀ itself for a run that never moved
-        moved = result.weights.double() - W.double()
-        result.weights = (W0.double() + moved @ basis.transpose(1, 2)).to(W0.dtype)
+            b.finish(torch.ones(b.ids.numel(), dtype=torch.bool), steps, result, lift)
     return result
 
 
 def row_basis(X: torch.Tensor) -> torch.Tensor | None:
-    """Q [R, d, r] with orthonormal columns spanning every run's rows up to rounding, when
-    r < d; else None. r is the largest numerical rank over the runs (singular values
-    above σ₁·max(N, d)·ε, as ``numpy.linalg.matrix_rank``), and Q is used only when
-    every row's residual ‖x − QQᵀx‖ is at most d·ε·max‖x‖: dropping it then moves a
-    pre-activation w·x by no more than the rounding bound of the length-d dot product
-    itself (ε of X's dtype; SVD in float64)."""
-    runs, n, d = X.shape
+    """Q [d, r] with orthonormal columns spanning the rows of X [N, d] up to rounding, when
+    r < d; else None. r is the numerical rank (singular values above σ₁·max(N, d)·ε, as
+    ``numpy.linalg.matrix_rank``), and Q is used only when every row's residual
+    ‖x − QQᵀx‖ is at most d·ε·max‖x‖: dropping it then moves a pre-activation w·x by no
+    more than the rounding bound of the length-d dot product itself (ε of X's dtype;
+    SVD in float64)."""
+    n, d = X.shape
     if n == 0 or d < 2 or not bool(torch.isfinite(X).all()):
         return None
     X64 = X.double()
     _, sv, vh = torch.linalg.svd(X64, full_matrices=False)
     eps = torch.finfo(X.dtype).eps
-    r = int((sv > sv[:, :1] * max(n, d) * eps).sum(1).max())
+    r = int((sv > sv[0] * max(n, d) * eps).sum())
     if r == 0 or r >= d:
         return None
-    Q = vh[:, :r].transpose(1, 2)
-    residual = (X64 - X64 @ Q @ Q.transpose(1, 2)).norm(dim=2).amax()
-    return Q if float(residual) <= d * eps * float(X64.norm(dim=2).amax()) else None
+    Q = vh[:r].t()
+    residual = (X64 - X64 @ Q @ Q.t()).norm(dim=1).amax()
+    return Q if float(residual) <= d * eps * float(X64.norm(dim=1).amax()) else None
 
 
-def _reduce(X: torch.Tensor, basis: torch.Tensor, mirrored: list[bool], num_classes: int) -> torch.Tensor:
-    """X̂ = XQ in X's dtype, with a mirrored run's second halves set to exactly minus its
-    first (the product may round x and −x differently)."""
-    Xr = (X.double() @ basis).to(X.dtype)
-    if any(mirrored):
-        runs, n, r = Xr.shape
-        v = Xr.view(runs, num_classes, 2, n // (2 * num_classes), r)
-        for i in (i for i, m in enumerate(mirrored) if m):
-            torch.neg(v[i, :, 0], out=v[i, :, 1])
-    return Xr
+class _Lift:
+    """Each run's coordinates: its :func:`row_basis` Q (or None: all d), its width, X̂ = XQ
+    and Ŵ₀ = W₀Q in X's dtype, and the map back, W = W₀ + (Ŵ − Ŵ₀)Qᵀ (W₀ itself for a run
+    that never moved). A run's basis depends on its own X only, so its trajectory does not
+    depend on the runs batched with it."""
+
+    def __init__(self, X: torch.Tensor, W0: torch.Tensor, mirrored: list[bool], num_classes: int) -> None:
+        self.X, self.W0, self.mirrored, self.classes = X, W0, mirrored, num_classes
+        self.bases = [row_basis(x) for x in X]
+        self.width = [X.shape[2] if q is None else q.shape[1] for q in self.bases]
+        self.W0hat: dict[int, torch.Tensor] = {}
+
+    def inputs(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X, W₀) for the runs of this width, in their coordinates ([R, N, width], [R, H, width];
+        rows of other runs are zeros, never read). A mirrored run's second halves are set to
+        exactly minus its first (the product may round x and −x differently)."""
+        if width == self.X.shape[2]:
+            return self.X, self.W0
+        runs, n, _ = self.X.shape
+        Xw = self.X.new_zeros(runs, n, width)
+        Ww = self.W0.new_zeros(runs, self.W0.shape[1], width)
+        for r, q in enumerate(self.bases):
+            if q is not None and q.shape[1] == width:
+                Xw[r] = (self.X[r].double() @ q).to(self.X.dtype)
+                Ww[r] = self.W0hat[r] = (self.W0[r].double() @ q).to(self.W0.dtype)
+                if self.mirrored[r]:
+                    v = Xw[r].view(self.classes, 2, n // (2 * self.classes), width)
+                    torch.neg(v[:, 0], out=v[:, 1])
+        return Xw, Ww
+
+    def __call__(self, run: int, w: torch.Tensor) -> torch.Tensor:
+        """Run ``run``'s weights [H, d] from its weights ``w`` in its coordinates."""
+        q = self.bases[run]
+        if q is None:
+            return w
+        return (self.W0[run].double() + (w.double() - self.W0hat[run].double()) @ q.t()).to(self.W0.dtype)
 
 
 def _pack(blocks: list[_Block], block_runs: int) -> list[_Block]:
-    """Merge neighbouring blocks while they fit in ``block_runs`` runs together (the
-    sorted order, hence the segments, is kept)."""
+    """Merge neighbouring blocks of one width while they fit in ``block_runs`` runs together
+    (the sorted order, hence the segments, is kept)."""
     packed: list[_Block] = []
     for b in blocks:
-        if packed and packed[-1].X.shape[0] + b.X.shape[0] <= block_runs:
+        if packed and packed[-1].X.shape[0] + b.X.shape[0] <= block_runs and packed[-1].X.shape[2] == b.X.shape[2]:
             packed[-1] = packed[-1].merge(b)
         else:
             packed.append(b)
