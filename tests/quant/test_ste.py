@@ -109,6 +109,11 @@ def test_pieces_with_closed_and_open_ends():
     assert ste.derivative_text() == "1 on [0, q), ¼ on [q, ∞)"
     with pytest.raises(cg.ConfigError):
         Piece(1.0, 0.0)
+    for overlapping in ((Piece(0.0, np.inf), Piece(1.0, np.inf, 0.5)),  # μ′ would be ambiguous on (q, ∞)
+                        (Piece(0.0, 1.0), Piece(1.0, np.inf, 0.5, lo_closed=True))):  # ... at x = q
+        with pytest.raises(cg.ConfigError, match="overlap"):
+            cg.STE("both", pieces=overlapping)
+    cg.STE("touching", pieces=(Piece(0.0, 1.0), Piece(1.0, np.inf, 0.5)))  # (0, q] and (q, ∞): fine
     with pytest.raises(cg.ConfigError):
         Piece(0.0, 2.0)
 

@@ -25,6 +25,7 @@ lab's intervals (:meth:`STE.interval`) and the table above are all derived from 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable, Union
@@ -122,7 +123,7 @@ class Piece:
             return None
         lo, hi = _bound(self.lo, q), _bound(self.hi, q)
         clipped = torch.clamp(x, lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
-        return torch.mul(self.value(clipped, q), self.ones(x, q))
+        return self.ones(x, q).mul_(self.value(clipped, q))
 
     def condition(self) -> str:
         """The piece as a condition on x, e.g. ``0 < x ≤ q``."""
@@ -163,6 +164,10 @@ class STE:
             raise ConfigError("ste", f"an STE needs a non-empty name, got {self.name!r}")
         if (self.pieces is None) == (self.user_derivative is None):
             raise ConfigError("ste", f"{self.name}: give exactly one of pieces or a derivative")
+        ordered = sorted(self.pieces or (), key=lambda p: p.lo)
+        for a, b in itertools.pairwise(ordered):
+            if a.hi > b.lo or (a.hi == b.lo and a.hi_closed and b.lo_closed):
+                raise ConfigError("pieces", f"{self.name}: pieces {a.interval_text()} and {b.interval_text()} overlap")
 
     def derivative(self, x: torch.Tensor, q: float) -> torch.Tensor:
         """μ′(x) with q = q_max, as ``x``'s dtype."""

@@ -306,12 +306,12 @@ def train_batched(
     mirrored = mirrored_runs(X, num_classes)
     lift = _Lift(X, W.detach(), mirrored, num_classes)  # each run in its rows' subspace (module docstring)
 
-    def rank(r: int) -> tuple[int, bool, int, int, bool, int]:  # by width; μ′ ≡ 1 last, grouped by L
+    def sort_key(r: int) -> tuple[int, bool, int, int, bool, int]:  # by width; μ′ ≡ 1 last, grouped by L
         k = kernels[quants[r]]
         return (lift.width[r], k.mode == "all", k.levels if k.mode == "all" else 0, order.index(quants[r]),
                 not mirrored[r], r)
 
-    ranked = sorted(range(runs), key=rank)
+    ranked = sorted(range(runs), key=sort_key)
     blocks = []
     for w in sorted(set(lift.width)):
         group = [r for r in ranked if lift.width[r] == w]
