@@ -21,8 +21,9 @@ import coarsegrad as cg
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.models.networks import TwoLayerNet
 from coarsegrad.quant.spec import ActQuant
-from coarsegrad.training.batched import row_basis, train_batched
+from coarsegrad.training.batched import train_batched
 from coarsegrad.training.loop import TrainConfig, train
+from coarsegrad.training.subspace import row_basis
 from oracles import numpy_mu
 
 STES = ["identity", "relu", "clipped_relu", "log_tailed_relu"]

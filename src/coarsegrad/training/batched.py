@@ -45,9 +45,9 @@ L goes by runs of equal L). In floating point it differs from c(fl(W x)) only wh
 pre-activation lies within rounding of a threshold, as every reordering here does.
 
 Low-rank data. When the rows of a run's X lie in an r < d dimensional subspace
-(:func:`row_basis`: numerical rank, and a residual below the rounding of a length-d
-dot product), the run trains in those coordinates: X̂ = XQ, Ŵ = WQ (Q [d, r]
-orthonormal). Every gradient Σ_n dh_n x_n lies in that subspace and h = Ŵ X̂ᵀ, so
+(:func:`~coarsegrad.training.subspace.row_basis`: numerical rank, and a residual below
+the rounding of a length-d dot product), the run trains in those coordinates: X̂ = XQ,
+Ŵ = WQ (Q [d, r] orthonormal). Every gradient Σ_n dh_n x_n lies in that subspace and h = Ŵ X̂ᵀ, so
 the trajectory is the same up to rounding and the products shrink by d/r; the result
 is W = W₀ + (Ŵ − Ŵ₀)Qᵀ. Blocks hold runs of one width. The synthetic table's data
 (4 classes in 5-dim subspaces of R^40) has r = 20.
@@ -64,6 +64,7 @@ import torch
 from coarsegrad.errors import ConfigError, DataError
 from coarsegrad.quant.kernels import BLOCK_ELEMENTS, EagerQuantizer
 from coarsegrad.quant.spec import ActQuant
+from coarsegrad.training.subspace import Subspaces
 
 _ROWS = ("ids", "X", "Xt", "Xhalf", "Xhalf_t", "y", "W", "H0", "D", "lr", "alpha", "onehot", "acc", "loss", "first")
 """The per-run tensors of a block (dim 0 = run)."""
@@ -304,7 +305,7 @@ def train_batched(
     order = list(dict.fromkeys(quants))
     kernels = {q: EagerQuantizer(q, X.dtype) for q in order}
     mirrored = mirrored_runs(X, num_classes)
-    lift = _Lift(X, W.detach(), mirrored, num_classes)  # each run in its rows' subspace (module docstring)
+    lift = Subspaces(X, W.detach(), mirrored, num_classes)  # each run in its rows' subspace (module docstring)
 
     def sort_key(r: int) -> tuple[int, bool, int, int, bool, int]:  # by width; μ′ ≡ 1 last, grouped by L
         k = kernels[quants[r]]
@@ -331,65 +332,6 @@ def train_batched(
         for b in blocks:
             b.finish(torch.ones(b.ids.numel(), dtype=torch.bool), steps, result, lift)
     return result
-
-
-def row_basis(X: torch.Tensor) -> torch.Tensor | None:
-    """Q [d, r] with orthonormal columns spanning the rows of X [N, d] up to rounding, when
-    r < d; else None. r is the numerical rank (singular values above σ₁·max(N, d)·ε, as
-    ``numpy.linalg.matrix_rank``), and Q is used only when every row's residual
-    ‖x − QQᵀx‖ is at most d·ε·max‖x‖: dropping it then moves a pre-activation w·x by no
-    more than the rounding bound of the length-d dot product itself (ε of X's dtype;
-    SVD in float64)."""
-    n, d = X.shape
-    if n == 0 or d < 2 or not bool(torch.isfinite(X).all()):
-        return None
-    X64 = X.double()
-    _, sv, vh = torch.linalg.svd(X64, full_matrices=False)
-    eps = torch.finfo(X.dtype).eps
-    r = int((sv > sv[0] * max(n, d) * eps).sum())
-    if r == 0 or r >= d:
-        return None
-    Q = vh[:r].t()
-    residual = (X64 - X64 @ Q @ Q.t()).norm(dim=1).amax()
-    return Q if float(residual) <= d * eps * float(X64.norm(dim=1).amax()) else None
-
-
-class _Lift:
-    """Each run's coordinates: its :func:`row_basis` Q (or None: all d), its width, X̂ = XQ
-    and Ŵ₀ = W₀Q in X's dtype, and the map back, W = W₀ + (Ŵ − Ŵ₀)Qᵀ (W₀ itself for a run
-    that never moved). A run's basis depends on its own X only, so its trajectory does not
-    depend on the runs batched with it."""
-
-    def __init__(self, X: torch.Tensor, W0: torch.Tensor, mirrored: list[bool], num_classes: int) -> None:
-        self.X, self.W0, self.mirrored, self.classes = X, W0, mirrored, num_classes
-        self.bases = [row_basis(x) for x in X]
-        self.width = [X.shape[2] if q is None else q.shape[1] for q in self.bases]
-        self.W0hat: dict[int, torch.Tensor] = {}
-
-    def inputs(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(X, W₀) for the runs of this width, in their coordinates ([R, N, width], [R, H, width];
-        rows of other runs are zeros, never read). A mirrored run's second halves are set to
-        exactly minus its first (the product may round x and −x differently)."""
-        if width == self.X.shape[2]:
-            return self.X, self.W0
-        runs, n, _ = self.X.shape
-        Xw = self.X.new_zeros(runs, n, width)
-        Ww = self.W0.new_zeros(runs, self.W0.shape[1], width)
-        for r, q in enumerate(self.bases):
-            if q is not None and q.shape[1] == width:
-                Xw[r] = (self.X[r].double() @ q).to(self.X.dtype)
-                Ww[r] = self.W0hat[r] = (self.W0[r].double() @ q).to(self.W0.dtype)
-                if self.mirrored[r]:
-                    v = Xw[r].view(self.classes, 2, n // (2 * self.classes), width)
-                    torch.neg(v[:, 0], out=v[:, 1])
-        return Xw, Ww
-
-    def __call__(self, run: int, w: torch.Tensor) -> torch.Tensor:
-        """Run ``run``'s weights [H, d] from its weights ``w`` in its coordinates."""
-        q = self.bases[run]
-        if q is None:
-            return w
-        return (self.W0[run].double() + (w.double() - self.W0hat[run].double()) @ q.t()).to(self.W0.dtype)
 
 
 def _pack(blocks: list[_Block], block_runs: int) -> list[_Block]:
