@@ -145,3 +145,28 @@ def test_resume_continues_the_schedule_exactly():
     cg.train(resumed, X, y, config, resume=states[0])
     for name, tensor in straight.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+def test_bcgd_blend_reuses_the_forward_projection(monkeypatch):
+    """One Q(w) per BCGD step (the forward's), and a fresh one when w changed after the forward."""
+    import coarsegrad.quant.qlayers as qlayers
+    calls = []
+    project = qlayers.project
+    monkeypatch.setattr(qlayers, "project", lambda *a, **k: calls.append(1) or project(*a, **k))
+    spec = WeightQuant("ternary", granularity="channel", method="bcgd", rho=0.3)
+    X, y, W0, b0 = _problem()
+    layer = _model(spec, W0, b0)[0]
+    methods = WeightMethods(nn.Sequential(layer))
+    torch.nn.functional.cross_entropy(layer(X), y).backward()
+    q = layer.quantized_weight()
+    calls.clear()
+    methods.before_step()
+    assert calls == []  # the forward's Q(w_t)
+    assert torch.equal(methods._blend[0][1], q - layer.weight)
+    layer(X)
+    calls.clear()
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # w moved after the forward: its Q(w) no longer applies
+    methods.before_step()
+    assert calls == [1]
+    assert torch.equal(methods._blend[0][1], layer.quantized_weight() - layer.weight)

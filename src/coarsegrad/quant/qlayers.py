@@ -66,12 +66,13 @@ def lsq_weight(w: torch.Tensor, step: torch.Tensor, spec: WeightQuant) -> torch.
 
 
 def effective_weight(w: torch.Tensor, spec: WeightQuant, relax_lambda: torch.Tensor,
-                     relax_hard: torch.Tensor, training: bool, step: torch.Tensor | None = None) -> torch.Tensor:
+                     relax_hard: torch.Tensor, training: bool, step: torch.Tensor | None = None,
+                     q: torch.Tensor | None = None) -> torch.Tensor:
     """ŵ of the module docstring for latent ``w`` (and the learned ``step`` of an lsq
-    spec), with the straight-through gradient."""
+    spec), with the straight-through gradient; ``q``: Q(w) when the caller has it."""
     if step is not None:
         return lsq_weight(w, step, spec)
-    q = project(w, spec)
+    q = project(w, spec) if q is None else q
     if spec.method == "ste" and spec.clip is not None:
         out: torch.Tensor = _MaskedStraightThrough.apply(w, q, spec.clip)  # type: ignore[no-untyped-call]
         return out
@@ -100,6 +101,7 @@ class _QuantWeights(nn.Module):
     relax_lambda: torch.Tensor
     relax_hard: torch.Tensor
     weight_step: nn.Parameter | None
+    _kept_projection: tuple[int, int, torch.Tensor] | None = None  # (version, data_ptr, Q(w)) of a BCGD forward
 
     def _set_weight_quant(self, spec: object) -> None:
         """Hold ``spec``, the BinaryRelax buffers at the start (λ = lam0 in float64, hard iff
@@ -132,9 +134,22 @@ class _QuantWeights(nn.Module):
         """Q(w): the deployed weight (no gradient)."""
         return project(self.weight, self.weight_quant, self.weight_step)
 
+    def blend_projection(self) -> torch.Tensor:
+        """Q(w) for BCGD's blend after the step: the last forward's when w has not changed
+        since (same version counter and storage; a write through ``.data`` is not seen),
+        else computed; used once."""
+        kept, self._kept_projection = self._kept_projection, None
+        if kept is not None and kept[:2] == (self.weight._version, self.weight.data_ptr()):
+            return kept[2]
+        return self.quantized_weight()
+
     def _effective_weight(self) -> torch.Tensor:
+        q = None
+        if self.weight_quant.method == "bcgd":  # the blend needs Q(w_t) again: keep it (blend_projection)
+            q = self.quantized_weight()
+            self._kept_projection = (self.weight._version, self.weight.data_ptr(), q)
         return effective_weight(self.weight, self.weight_quant, self.relax_lambda, self.relax_hard, self.training,
-                                self.weight_step)
+                                self.weight_step, q)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, weight_quant=({self.weight_quant.describe()})"

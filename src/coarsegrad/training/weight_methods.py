@@ -40,7 +40,6 @@ import torch
 from torch import nn
 
 from coarsegrad.quant.qlayers import QUANT_LAYERS, QuantConv2d, QuantLinear
-from coarsegrad.quant.weights import project
 
 QuantLayer = QuantLinear | QuantConv2d
 
@@ -63,7 +62,7 @@ class WeightMethods:
     @torch.no_grad()
     def before_step(self) -> None:
         """Remember d_t = Q(w_t) − w_t of every BCGD layer (call before optimizer.step())."""
-        self._blend = [(m.weight, project(m.weight, m.weight_quant) - m.weight, m.weight_quant.rho)
+        self._blend = [(m.weight, m.blend_projection() - m.weight, m.weight_quant.rho)
                        for m in self.layers if m.weight_quant.method == "bcgd"]
 
     @torch.no_grad()
