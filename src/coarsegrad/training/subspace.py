@@ -43,7 +43,10 @@ class Subspaces:
         self.X, self.W0, self.mirrored, self.classes = X, W0, mirrored, num_classes
         self.bases = [row_basis(x) for x in X]
         self.width = [X.shape[2] if q is None else q.shape[1] for q in self.bases]
-        self.W0hat: dict[int, torch.Tensor] = {}
+
+    def _w0hat(self, run: int, q: torch.Tensor) -> torch.Tensor:
+        """Ŵ₀ = W₀Q of ``run`` in W₀'s dtype."""
+        return (self.W0[run].double() @ q).to(self.W0.dtype)
 
     def inputs(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(X, W₀) for the runs of this width, in their coordinates ([R, N, width], [R, H, width];
@@ -57,7 +60,7 @@ class Subspaces:
         for r, q in enumerate(self.bases):
             if q is not None and q.shape[1] == width:
                 Xw[r] = (self.X[r].double() @ q).to(self.X.dtype)
-                Ww[r] = self.W0hat[r] = (self.W0[r].double() @ q).to(self.W0.dtype)
+                Ww[r] = self._w0hat(r, q)
                 if self.mirrored[r]:
                     v = Xw[r].view(self.classes, 2, n // (2 * self.classes), width)
                     torch.neg(v[:, 0], out=v[:, 1])
@@ -68,4 +71,4 @@ class Subspaces:
         q = self.bases[run]
         if q is None:
             return w
-        return (self.W0[run].double() + (w.double() - self.W0hat[run].double()) @ q.t()).to(self.W0.dtype)
+        return (self.W0[run].double() + (w.double() - self._w0hat(run, q).double()) @ q.t()).to(self.W0.dtype)
