@@ -84,14 +84,19 @@ class Piece:
         """True when μ′ = 1 on this piece."""
         return not callable(self.value) and float(self.value) == 1.0
 
+    def _sides(self, q: float) -> list[tuple[Callable[..., torch.Tensor], float]]:
+        """(comparison, bound) of each finite end: x ≥ / > lo·q, x ≤ / < hi·q."""
+        lo, hi = _bound(self.lo, q), _bound(self.hi, q)
+        sides: list[tuple[Callable[..., torch.Tensor], float]] = []
+        if math.isfinite(lo):
+            sides.append((torch.ge if self.lo_closed else torch.gt, lo))
+        if math.isfinite(hi):
+            sides.append((torch.le if self.hi_closed else torch.lt, hi))
+        return sides
+
     def mask(self, x: torch.Tensor, q: float) -> torch.Tensor:
         """The boolean set of x in this piece (no comparison at an infinite end)."""
-        lo, hi = _bound(self.lo, q), _bound(self.hi, q)
-        sides = []
-        if math.isfinite(lo):
-            sides.append((x >= lo) if self.lo_closed else (x > lo))
-        if math.isfinite(hi):
-            sides.append((x <= hi) if self.hi_closed else (x < hi))
+        sides = [compare(x, bound) for compare, bound in self._sides(q)]
         if not sides:
             return torch.ones_like(x, dtype=torch.bool)
         return sides[0] if len(sides) == 1 else sides[0].logical_and_(sides[1])
@@ -99,12 +104,9 @@ class Piece:
     def ones(self, x: torch.Tensor, q: float) -> torch.Tensor:
         """1 on this piece, 0 off it (and at NaN), as ``x``'s dtype: comparisons that write
         floats, several times faster than a bool mask and a conversion."""
-        lo, hi = _bound(self.lo, q), _bound(self.hi, q)
         out = None
-        if math.isfinite(lo):
-            out = (torch.ge if self.lo_closed else torch.gt)(x, lo, out=torch.empty_like(x))
-        if math.isfinite(hi):
-            side = (torch.le if self.hi_closed else torch.lt)(x, hi, out=torch.empty_like(x))
+        for compare, bound in self._sides(q):
+            side = compare(x, bound, out=torch.empty_like(x))
             out = side if out is None else out.mul_(side)
         return torch.ones_like(x) if out is None else out
 
